@@ -1,0 +1,534 @@
+//! The engine: watermark-ordered event application, identity linking, merges,
+//! timers and the outputs they produce.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Change;
+use crate::{
+    Cause, DAY_MS, Event, EventError, Guards, Identifier, IdentityGraph, Journey, Millis, Priority,
+    ProfileMerge, Rejection, StageModel, Transition, TriggerRef,
+};
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Identifier type priority, highest first.
+    pub priority: Vec<String>,
+    /// Identity guards.
+    pub guards: Guards,
+    /// Out-of-orderness bound in milliseconds: events are held until the
+    /// watermark (max event time seen − bound) passes them, then applied in
+    /// event-time order.
+    pub out_of_order_ms: Millis,
+    /// At most this many touchpoints are kept per customer (older ones are
+    /// folded into a summary; the stage never changes by trimming).
+    pub max_touchpoints: usize,
+    /// Touchpoints older than this (relative to the watermark) are folded away.
+    pub max_touchpoint_age_ms: Millis,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            priority: Priority::default().types().to_vec(),
+            guards: Guards::default(),
+            out_of_order_ms: 5 * 60_000,
+            max_touchpoints: 1000,
+            max_touchpoint_age_ms: 730 * DAY_MS,
+        }
+    }
+}
+
+/// Something the engine produced for the worker to publish or count.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A stage transition.
+    Transition(Transition),
+    /// Two customers merged (or a customer's key changed).
+    Merge(ProfileMerge),
+    /// A link between two identifiers was applied.
+    Link {
+        /// Event that carried the link.
+        event_id: String,
+        /// Its event time.
+        time: Millis,
+        /// Anchor (highest-priority identifier of the event).
+        a: Identifier,
+        /// Linked identifier.
+        b: Identifier,
+    },
+    /// A link was refused by a guard.
+    Rejected {
+        /// Event that carried the link.
+        event_id: String,
+        /// Its event time.
+        time: Millis,
+        /// What was refused and why.
+        rejection: Rejection,
+    },
+    /// An identifier was ignored because its value is blocked.
+    Blocked {
+        /// Event that carried it.
+        event_id: String,
+        /// The identifier.
+        identifier: Identifier,
+    },
+    /// An event id already applied to the customer; nothing changed.
+    Duplicate {
+        /// The event id.
+        event_id: String,
+        /// The customer it belongs to.
+        customer_key: String,
+    },
+}
+
+/// What [`Engine::submit`] did with an event right away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Held until the watermark passes it.
+    Buffered,
+    /// An event with the same time and id is already held; nothing changed.
+    Duplicate,
+    /// Behind the watermark: applied immediately.
+    Late,
+}
+
+/// Counters of what the engine did (for metrics and reconciliation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Events applied to a journey.
+    pub applied: u64,
+    /// Events recognised as duplicates.
+    pub duplicates: u64,
+    /// Events that arrived behind the watermark.
+    pub late: u64,
+    /// Transitions emitted.
+    pub transitions: u64,
+    /// Journeys merged into another.
+    pub merges: u64,
+    /// Links applied.
+    pub links: u64,
+    /// Links refused by a guard.
+    pub rejected_links: u64,
+    /// Identifiers ignored because blocked.
+    pub blocked_identifiers: u64,
+}
+
+/// The journey-stitching engine for one stream of events (one partition or the
+/// whole input). Deterministic: the same events with the same watermark moves
+/// give the same outputs.
+pub struct Engine {
+    config: EngineConfig,
+    models: Vec<StageModel>,
+    identity: IdentityGraph,
+    journeys: HashMap<String, Journey>,
+    pending: BTreeMap<(Millis, String), Event>,
+    timers: BTreeSet<(Millis, String)>,
+    max_time: Millis,
+    watermark: Millis,
+    stats: EngineStats,
+    changes: Vec<(usize, Change, bool)>,
+}
+
+impl Engine {
+    /// An engine running the given models (at least one).
+    pub fn new(config: EngineConfig, models: Vec<StageModel>) -> Self {
+        assert!(
+            !models.is_empty(),
+            "the engine needs at least one stage model"
+        );
+        let identity = IdentityGraph::new(
+            Priority::new(config.priority.clone()),
+            config.guards.clone(),
+        );
+        Engine {
+            config,
+            models,
+            identity,
+            journeys: HashMap::new(),
+            pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            max_time: Millis::MIN,
+            watermark: Millis::MIN,
+            stats: EngineStats::default(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The models, in output order.
+    pub fn models(&self) -> &[StageModel] {
+        &self.models
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Current watermark (`Millis::MIN` before the first event).
+    pub fn watermark(&self) -> Millis {
+        self.watermark
+    }
+
+    /// Events held until the watermark passes them.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Timers scheduled (some may be stale and are skipped when due).
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The identity graph.
+    pub fn identity(&self) -> &IdentityGraph {
+        &self.identity
+    }
+
+    /// The journey of a customer key.
+    pub fn journey(&self, key: &str) -> Option<&Journey> {
+        self.journeys.get(key)
+    }
+
+    /// All journeys by customer key.
+    pub fn journeys(&self) -> impl Iterator<Item = (&String, &Journey)> {
+        self.journeys.iter()
+    }
+
+    /// Submits an event. Invalid events are refused (the caller dead-letters
+    /// them); valid ones are held until the watermark passes them, or applied
+    /// at once if they are already behind it. Outputs go to `out`.
+    pub fn submit(&mut self, event: Event, out: &mut Vec<Output>) -> Result<Submitted, EventError> {
+        event.validate()?;
+        let (usable, blocked) = self.identity.usable(&event.identifiers);
+        if usable.is_empty() {
+            let list: Vec<String> = blocked.iter().map(Identifier::key).collect();
+            return Err(EventError::AllIdentifiersBlocked(list.join(", ")));
+        }
+        if event.time <= self.watermark {
+            self.stats.late += 1;
+            self.process(event, out);
+            return Ok(Submitted::Late);
+        }
+        self.max_time = self.max_time.max(event.time);
+        let slot = (event.time, event.event_id.clone());
+        if self.pending.contains_key(&slot) {
+            self.stats.duplicates += 1;
+            let customer_key = self
+                .identity
+                .key_of(&usable[0])
+                .unwrap_or_else(|| usable[0].key());
+            out.push(Output::Duplicate {
+                event_id: event.event_id,
+                customer_key,
+            });
+            return Ok(Submitted::Duplicate);
+        }
+        self.pending.insert(slot, event);
+        let target = self.max_time.saturating_sub(self.config.out_of_order_ms);
+        self.advance_watermark(target, out);
+        Ok(Submitted::Buffered)
+    }
+
+    /// Moves the watermark forward to `to` (never back): releases held events up
+    /// to it in event-time order and fires the timers due. The worker calls this
+    /// with `wall clock − bound` on an idle partition.
+    pub fn advance_watermark(&mut self, to: Millis, out: &mut Vec<Output>) {
+        if to <= self.watermark {
+            return;
+        }
+        self.watermark = to;
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > to {
+                break;
+            }
+            let event = entry.remove();
+            self.process(event, out);
+        }
+        self.fire_due_timers(out);
+    }
+
+    /// Releases every held event (end of input) without firing timers beyond
+    /// the latest event time seen.
+    pub fn flush(&mut self, out: &mut Vec<Output>) {
+        if self.max_time > self.watermark {
+            self.advance_watermark(self.max_time, out);
+        }
+    }
+
+    fn fire_due_timers(&mut self, out: &mut Vec<Output>) {
+        while let Some(first) = self.timers.first() {
+            if first.0 > self.watermark {
+                break;
+            }
+            let (due, key) = self.timers.pop_first().expect("non-empty");
+            let Some(mut journey) = self.journeys.remove(&key) else {
+                continue;
+            };
+            if journey.next_due == Some(due) {
+                let mut changes = std::mem::take(&mut self.changes);
+                journey.fire_timers(&self.models, self.watermark, &mut changes);
+                for (model, change, _) in changes.drain(..) {
+                    self.emit(&key, &mut journey, model, change, Cause::Timer, None, out);
+                }
+                self.changes = changes;
+                self.schedule(&key, &mut journey);
+            }
+            self.journeys.insert(key, journey);
+        }
+    }
+
+    fn schedule(&mut self, key: &str, journey: &mut Journey) {
+        let before = journey.next_due;
+        let after = journey.update_next_due(&self.models);
+        if before != after {
+            if let Some(due) = after {
+                self.timers.insert((due, key.to_string()));
+            }
+        }
+    }
+
+    fn process(&mut self, event: Event, out: &mut Vec<Output>) {
+        let (usable, blocked) = self.identity.usable(&event.identifiers);
+        for identifier in blocked {
+            self.stats.blocked_identifiers += 1;
+            out.push(Output::Blocked {
+                event_id: event.event_id.clone(),
+                identifier,
+            });
+        }
+        let outcome = self.identity.link(&usable);
+        for (a, b) in outcome.linked {
+            self.stats.links += 1;
+            out.push(Output::Link {
+                event_id: event.event_id.clone(),
+                time: event.time,
+                a,
+                b,
+            });
+        }
+        for rejection in outcome.rejected {
+            self.stats.rejected_links += 1;
+            out.push(Output::Rejected {
+                event_id: event.event_id.clone(),
+                time: event.time,
+                rejection,
+            });
+        }
+        let key = outcome.key.key();
+        let trigger = TriggerRef {
+            event_id: event.event_id.clone(),
+            channel: event.channel.clone(),
+            event_type: event.event_type.clone(),
+        };
+        if !outcome.absorbed.is_empty() {
+            self.merge(&outcome.key, &outcome.absorbed, &event, &trigger, out);
+        }
+        let mut journey = self
+            .journeys
+            .remove(&key)
+            .unwrap_or_else(|| Journey::new(&self.models));
+        if journey.contains(event.time, &event.event_id) {
+            self.stats.duplicates += 1;
+            out.push(Output::Duplicate {
+                event_id: event.event_id,
+                customer_key: key.clone(),
+            });
+            self.journeys.insert(key, journey);
+            return;
+        }
+        self.stats.applied += 1;
+        let tp = event.touchpoint();
+        if journey.is_in_order(&tp) {
+            let mut changes = std::mem::take(&mut self.changes);
+            journey.apply_in_order(&self.models, tp, &mut changes);
+            for (model, change, timer) in changes.drain(..) {
+                let (cause, trig) = if timer {
+                    (Cause::Timer, None)
+                } else {
+                    (Cause::Touchpoint, Some(&trigger))
+                };
+                self.emit(&key, &mut journey, model, change, cause, trig, out);
+            }
+            self.changes = changes;
+        } else {
+            journey.count(&tp);
+            let at = journey
+                .touchpoints
+                .partition_point(|t| t.order_key() < tp.order_key());
+            journey.touchpoints.insert(at, tp);
+            self.recompute(
+                &key,
+                &mut journey,
+                Cause::LateEvent,
+                &trigger,
+                event.time,
+                out,
+            );
+        }
+        let min_time = self
+            .watermark
+            .saturating_sub(self.config.max_touchpoint_age_ms);
+        journey.trim(&self.models, self.config.max_touchpoints, min_time);
+        self.schedule(&key, &mut journey);
+        self.journeys.insert(key, journey);
+    }
+
+    /// Replays a journey and emits one transition per model whose stage differs
+    /// from the last emitted one.
+    fn recompute(
+        &mut self,
+        key: &str,
+        journey: &mut Journey,
+        cause: Cause,
+        trigger: &TriggerRef,
+        time: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        let replayed = journey.replay(&self.models, self.watermark);
+        for (i, state) in replayed.into_iter().enumerate() {
+            let emitted = &journey.emitted[i];
+            if let Some(to) = state.stage.filter(|&s| Some(s) != emitted.stage) {
+                let change = Change {
+                    from: emitted.stage,
+                    to,
+                    at: state.entered_at.max(time.min(state.entered_at)),
+                    previous_entered: emitted.at,
+                };
+                journey.models[i] = state;
+                self.emit(key, journey, i, change, cause, Some(trigger), out);
+            } else {
+                journey.models[i] = state;
+            }
+        }
+    }
+
+    fn merge(
+        &mut self,
+        key: &Identifier,
+        absorbed: &[Identifier],
+        event: &Event,
+        trigger: &TriggerRef,
+        out: &mut Vec<Output>,
+    ) {
+        let key_str = key.key();
+        let mut parts: Vec<(Identifier, Journey)> = absorbed
+            .iter()
+            .filter_map(|a| self.journeys.remove(&a.key()).map(|j| (a.clone(), j)))
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        let identifiers = self.identity.members_of(key);
+        for (absorbed_id, j) in &parts {
+            self.stats.merges += 1;
+            out.push(Output::Merge(ProfileMerge {
+                surviving_key: key_str.clone(),
+                absorbed_key: absorbed_id.key(),
+                identifiers: identifiers.clone(),
+                time: event.time,
+                trigger_event_id: event.event_id.clone(),
+                touchpoints_absorbed: j.touch_count,
+            }));
+        }
+        let priority = self.identity.priority();
+        parts.sort_by(|a, b| priority.compare(&a.0, &b.0));
+        // The journey already under the new key survives; otherwise the one
+        // with the best old key (a pure key change moves it unchanged).
+        let mut survivor = match self.journeys.remove(&key_str) {
+            Some(j) => j,
+            None => parts.remove(0).1,
+        };
+        let moved_only = parts.is_empty();
+        for (_, other) in parts {
+            absorb(&mut survivor, other);
+        }
+        if !moved_only {
+            self.recompute(
+                &key_str,
+                &mut survivor,
+                Cause::Merge,
+                trigger,
+                event.time,
+                out,
+            );
+        }
+        survivor.next_due = None;
+        self.schedule(&key_str, &mut survivor);
+        self.journeys.insert(key_str, survivor);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        key: &str,
+        journey: &mut Journey,
+        model: usize,
+        change: Change,
+        cause: Cause,
+        trigger: Option<&TriggerRef>,
+        out: &mut Vec<Output>,
+    ) {
+        let m = &self.models[model];
+        let emitted = &mut journey.emitted[model];
+        emitted.sequence += 1;
+        emitted.stage = Some(change.to);
+        emitted.at = change.at;
+        self.stats.transitions += 1;
+        let identifiers = key
+            .split_once(':')
+            .map(|(k, v)| {
+                self.identity.members_of(&Identifier {
+                    kind: k.into(),
+                    value: v.into(),
+                })
+            })
+            .unwrap_or_default();
+        out.push(Output::Transition(Transition {
+            customer_key: key.to_string(),
+            identifiers,
+            model: m.name().to_string(),
+            from: change.from.map(|s| m.stage_name(s).to_string()),
+            to: m.stage_name(change.to).to_string(),
+            cause,
+            time: change.at,
+            trigger: trigger.cloned(),
+            previous_stage_ms: change
+                .from
+                .map(|_| change.at.saturating_sub(change.previous_entered).max(0)),
+            sequence: emitted.sequence,
+            touchpoints: journey.touch_count,
+            channel_counts: journey.channel_counts.clone(),
+        }));
+    }
+}
+
+/// Unites `other` into `survivor`: touchpoints deduplicated by (time, event id),
+/// counters summed, sequences kept unique.
+fn absorb(survivor: &mut Journey, other: Journey) {
+    for (s, e) in survivor.emitted.iter_mut().zip(&other.emitted) {
+        s.sequence = s.sequence.max(e.sequence);
+    }
+    survivor.touch_count += other.touch_count;
+    for (c, n) in other.channel_counts {
+        *survivor.channel_counts.entry(c).or_default() += n;
+    }
+    for tp in other.touchpoints {
+        match survivor
+            .touchpoints
+            .binary_search_by(|t| t.order_key().cmp(&tp.order_key()))
+        {
+            Ok(_) => {
+                survivor.touch_count -= 1;
+                if let Some(n) = survivor.channel_counts.get_mut(&tp.channel) {
+                    *n -= 1;
+                }
+            }
+            Err(at) => survivor.touchpoints.insert(at, tp),
+        }
+    }
+    survivor.base_last_touch = survivor.base_last_touch.max(other.base_last_touch);
+}

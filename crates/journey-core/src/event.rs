@@ -1,0 +1,78 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EventError, Identifier, Millis};
+
+/// One interaction event, as the core sees it (decoded and validated by the caller).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Globally unique id of the event; duplicates are recognised by it.
+    pub event_id: String,
+    /// Event time, milliseconds since the Unix epoch.
+    pub time: Millis,
+    /// Channel (`web`, `store`, ... or any other name).
+    pub channel: String,
+    /// Event type (`page_view`, `purchase`, ...).
+    pub event_type: String,
+    /// Whether the touchpoint happened offline.
+    #[serde(default)]
+    pub offline: bool,
+    /// Identifiers seen on the event; all of them are linked to one person.
+    pub identifiers: Vec<Identifier>,
+    /// Free properties (used by rule predicates, e.g. `rating >= 4`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// Checks what the core needs: an id, a type and at least one identifier.
+    pub fn validate(&self) -> Result<(), EventError> {
+        if self.event_id.trim().is_empty() {
+            return Err(EventError::EmptyEventId);
+        }
+        if self.event_type.trim().is_empty() {
+            return Err(EventError::EmptyEventType);
+        }
+        if self.identifiers.is_empty() {
+            return Err(EventError::NoIdentifier);
+        }
+        Ok(())
+    }
+
+    /// The journey-relevant part of the event.
+    pub fn touchpoint(&self) -> Touchpoint {
+        Touchpoint {
+            event_id: self.event_id.clone(),
+            time: self.time,
+            channel: self.channel.clone(),
+            event_type: self.event_type.clone(),
+            offline: self.offline,
+            properties: self.properties.clone(),
+        }
+    }
+}
+
+/// A touchpoint recorded in a journey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touchpoint {
+    /// Id of the event this touchpoint came from.
+    pub event_id: String,
+    /// Event time.
+    pub time: Millis,
+    /// Channel.
+    pub channel: String,
+    /// Event type.
+    pub event_type: String,
+    /// Offline touchpoint.
+    pub offline: bool,
+    /// Properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Touchpoint {
+    /// Order of touchpoints in a journey: event time, ties by event id.
+    pub fn order_key(&self) -> (Millis, &str) {
+        (self.time, self.event_id.as_str())
+    }
+}

@@ -1,0 +1,130 @@
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An identifier of a person: `(type, value)`, e.g. `(email, ana@example.com)`.
+///
+/// Build it with [`Identifier::new`], which normalises: the type is trimmed and
+/// lower-cased, the value trimmed, and e-mail values lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Identifier {
+    /// Identifier type, e.g. `customer_id`, `email`, `anonymous_id`.
+    pub kind: String,
+    /// Identifier value.
+    pub value: String,
+}
+
+impl Identifier {
+    /// A normalised identifier.
+    pub fn new(kind: &str, value: &str) -> Self {
+        let kind = kind.trim().to_ascii_lowercase();
+        let value = value.trim();
+        let value = if kind == "email" {
+            value.to_lowercase()
+        } else {
+            value.to_owned()
+        };
+        Identifier { kind, value }
+    }
+
+    /// The written form `type:value`, which is also a customer key.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.kind, self.value)
+    }
+}
+
+impl fmt::Display for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.value)
+    }
+}
+
+/// Priority of identifier types: the customer key of a set of identifiers is its
+/// highest-priority member (ties broken by the smallest value).
+///
+/// Types not listed rank below every listed type, ordered among themselves by
+/// type name, so the key stays a deterministic function of the set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Priority {
+    order: Vec<String>,
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Priority::new(
+            [
+                "customer_id",
+                "email",
+                "phone",
+                "loyalty_id",
+                "device_id",
+                "anonymous_id",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        )
+    }
+}
+
+impl Priority {
+    /// Highest priority first.
+    pub fn new(order: Vec<String>) -> Self {
+        Priority {
+            order: order
+                .into_iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// The configured types, highest priority first.
+    pub fn types(&self) -> &[String] {
+        &self.order
+    }
+
+    fn rank(&self, kind: &str) -> usize {
+        self.order
+            .iter()
+            .position(|k| k == kind)
+            .unwrap_or(self.order.len())
+    }
+
+    /// `Less` means `a` has the higher priority (it would be the key).
+    pub fn compare(&self, a: &Identifier, b: &Identifier) -> Ordering {
+        self.rank(&a.kind)
+            .cmp(&self.rank(&b.kind))
+            .then_with(|| a.kind.cmp(&b.kind))
+            .then_with(|| a.value.cmp(&b.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_type_and_email() {
+        let id = Identifier::new(" Email ", "  Ana@Example.COM ");
+        assert_eq!(id.kind, "email");
+        assert_eq!(id.value, "ana@example.com");
+        let id = Identifier::new("customer_id", " C-1 ");
+        assert_eq!(id.value, "C-1", "non-email values keep their case");
+    }
+
+    #[test]
+    fn priority_orders_known_then_unknown_types() {
+        let p = Priority::default();
+        let c = Identifier::new("customer_id", "Z");
+        let e = Identifier::new("email", "a@x");
+        let unknown_a = Identifier::new("aaa_id", "1");
+        let unknown_z = Identifier::new("zzz_id", "1");
+        let anon = Identifier::new("anonymous_id", "1");
+        assert_eq!(p.compare(&c, &e), Ordering::Less);
+        assert_eq!(p.compare(&anon, &unknown_a), Ordering::Less);
+        assert_eq!(p.compare(&unknown_a, &unknown_z), Ordering::Less);
+        let c2 = Identifier::new("customer_id", "A");
+        assert_eq!(p.compare(&c2, &c), Ordering::Less, "ties by smallest value");
+    }
+}

@@ -1,0 +1,410 @@
+//! The identity graph: union-find over identifiers with a deterministic key and guards.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Identifier, Priority};
+
+/// Identity guards: links that would break one are not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Guards {
+    /// Values refused for any type, compared case-insensitively after trimming.
+    /// The defaults (empty, `null`, `undefined`, `anonymous`, `0`, `-1`,
+    /// `unknown`) always apply; this list adds to them.
+    pub blocked_values: Vec<String>,
+    /// At most this many identifiers of a type per customer (default: one `customer_id`).
+    pub max_per_type: BTreeMap<String, usize>,
+    /// At most this many identifiers per customer.
+    pub max_identifiers: usize,
+}
+
+const DEFAULT_BLOCKED: [&str; 7] = ["", "null", "undefined", "anonymous", "0", "-1", "unknown"];
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            blocked_values: Vec::new(),
+            max_per_type: BTreeMap::from([("customer_id".to_string(), 1)]),
+            max_identifiers: 100,
+        }
+    }
+}
+
+impl Guards {
+    /// Whether a (normalised) value is blocked.
+    pub fn is_blocked(&self, value: &str) -> bool {
+        let v = value.trim();
+        DEFAULT_BLOCKED.iter().any(|b| v.eq_ignore_ascii_case(b))
+            || self
+                .blocked_values
+                .iter()
+                .any(|b| v.eq_ignore_ascii_case(b.trim()))
+    }
+}
+
+/// Why a link (or an identifier) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The value is on the blocked list.
+    BlockedValue,
+    /// The merged customer would hold too many identifiers of one type.
+    MaxPerType,
+    /// The merged customer would hold too many identifiers.
+    MaxIdentifiers,
+}
+
+impl RejectReason {
+    /// A stable reason code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::BlockedValue => "blocked_value",
+            RejectReason::MaxPerType => "max_per_type",
+            RejectReason::MaxIdentifiers => "max_identifiers",
+        }
+    }
+}
+
+/// A refused link between the event's anchor identifier and another identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The event's highest-priority usable identifier.
+    pub anchor: Identifier,
+    /// The identifier that was not linked.
+    pub other: Identifier,
+    /// Which guard refused it.
+    pub reason: RejectReason,
+}
+
+/// What linking the identifiers of one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkOutcome {
+    /// Key identifier of the customer the event belongs to, after linking.
+    pub key: Identifier,
+    /// Key identifiers of customers that existed before and are now part of
+    /// `key` (never `key` itself).
+    pub absorbed: Vec<Identifier>,
+    /// Links applied that joined two previously separate sets (or a new identifier).
+    pub linked: Vec<(Identifier, Identifier)>,
+    /// Links refused by a guard.
+    pub rejected: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Component {
+    key: u32,
+    members: Vec<u32>,
+}
+
+/// Union-find over identifiers. Every set's key is its highest-priority member,
+/// so the key does not depend on the order in which links arrived.
+#[derive(Debug, Clone)]
+pub struct IdentityGraph {
+    priority: Priority,
+    guards: Guards,
+    index: HashMap<Identifier, u32>,
+    ids: Vec<Identifier>,
+    parent: Vec<u32>,
+    components: HashMap<u32, Component>,
+}
+
+impl IdentityGraph {
+    /// An empty graph.
+    pub fn new(priority: Priority, guards: Guards) -> Self {
+        IdentityGraph {
+            priority,
+            guards,
+            index: HashMap::new(),
+            ids: Vec::new(),
+            parent: Vec::new(),
+            components: HashMap::new(),
+        }
+    }
+
+    /// The priority used for keys.
+    pub fn priority(&self) -> &Priority {
+        &self.priority
+    }
+
+    /// Number of identifiers known.
+    pub fn identifier_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Number of customers (connected sets).
+    pub fn customer_count(&self) -> usize {
+        self.components.len()
+    }
+
+    fn find(&mut self, mut x: u32) -> u32 {
+        let mut root = x;
+        while self.parent[root as usize] != root {
+            root = self.parent[root as usize];
+        }
+        while self.parent[x as usize] != root {
+            let next = self.parent[x as usize];
+            self.parent[x as usize] = root;
+            x = next;
+        }
+        root
+    }
+
+    fn find_readonly(&self, mut x: u32) -> u32 {
+        while self.parent[x as usize] != x {
+            x = self.parent[x as usize];
+        }
+        x
+    }
+
+    /// The customer key of an identifier, if it is known.
+    pub fn key_of(&self, id: &Identifier) -> Option<String> {
+        let &n = self.index.get(id)?;
+        let root = self.find_readonly(n);
+        Some(self.ids[self.components[&root].key as usize].key())
+    }
+
+    /// All identifiers of the customer an identifier belongs to, sorted.
+    pub fn members_of(&self, id: &Identifier) -> Vec<Identifier> {
+        let Some(&n) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let root = self.find_readonly(n);
+        let mut out: Vec<Identifier> = self.components[&root]
+            .members
+            .iter()
+            .map(|&m| self.ids[m as usize].clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Splits identifiers into usable (normalised, deduplicated, highest priority
+    /// first) and blocked ones.
+    pub fn usable(&self, ids: &[Identifier]) -> (Vec<Identifier>, Vec<Identifier>) {
+        let (mut ok, blocked): (Vec<Identifier>, Vec<Identifier>) = ids
+            .iter()
+            .map(|i| Identifier::new(&i.kind, &i.value))
+            .partition(|i| !i.kind.is_empty() && !self.guards.is_blocked(&i.value));
+        ok.sort_by(|a, b| self.priority.compare(a, b));
+        ok.dedup();
+        (ok, blocked)
+    }
+
+    fn intern(&mut self, id: &Identifier) -> (u32, bool) {
+        if let Some(&n) = self.index.get(id) {
+            return (n, false);
+        }
+        let n = self.ids.len() as u32;
+        self.ids.push(id.clone());
+        self.parent.push(n);
+        self.index.insert(id.clone(), n);
+        self.components.insert(
+            n,
+            Component {
+                key: n,
+                members: vec![n],
+            },
+        );
+        (n, true)
+    }
+
+    fn guard(&self, a: &Component, b: &Component) -> Option<RejectReason> {
+        if a.members.len() + b.members.len() > self.guards.max_identifiers {
+            return Some(RejectReason::MaxIdentifiers);
+        }
+        for (kind, &max) in &self.guards.max_per_type {
+            let count = a
+                .members
+                .iter()
+                .chain(&b.members)
+                .filter(|&&m| &self.ids[m as usize].kind == kind)
+                .count();
+            if count > max {
+                return Some(RejectReason::MaxPerType);
+            }
+        }
+        None
+    }
+
+    /// Links usable identifiers (as returned by [`IdentityGraph::usable`], highest
+    /// priority first): each is joined to the first one's set unless a guard refuses.
+    ///
+    /// Panics if `ids` is empty.
+    pub fn link(&mut self, ids: &[Identifier]) -> LinkOutcome {
+        let mut linked = Vec::new();
+        let mut rejected = Vec::new();
+        let (anchor, _) = self.intern(&ids[0]);
+        let mut root = self.find(anchor);
+        let mut old_keys = vec![self.ids[self.components[&root].key as usize].clone()];
+        for other in &ids[1..] {
+            let (n, fresh) = self.intern(other);
+            let other_root = self.find(n);
+            if other_root == root {
+                continue;
+            }
+            let (a, b) = (&self.components[&root], &self.components[&other_root]);
+            if let Some(reason) = self.guard(a, b) {
+                if fresh {
+                    // A fresh identifier that could not join stays unknown.
+                    self.forget_last(other);
+                }
+                rejected.push(Rejection {
+                    anchor: ids[0].clone(),
+                    other: other.clone(),
+                    reason,
+                });
+                continue;
+            }
+            if !fresh {
+                old_keys.push(self.ids[b.key as usize].clone());
+            }
+            linked.push((ids[0].clone(), other.clone()));
+            root = self.union(root, other_root);
+        }
+        let key = self.ids[self.components[&root].key as usize].clone();
+        old_keys.retain(|k| *k != key);
+        LinkOutcome {
+            key,
+            absorbed: old_keys,
+            linked,
+            rejected,
+        }
+    }
+
+    fn forget_last(&mut self, id: &Identifier) {
+        let n = self.ids.len() as u32 - 1;
+        debug_assert_eq!(&self.ids[n as usize], id);
+        self.ids.pop();
+        self.parent.pop();
+        self.index.remove(id);
+        self.components.remove(&n);
+    }
+
+    fn union(&mut self, a: u32, b: u32) -> u32 {
+        let ca = self.components.remove(&a).expect("root has a component");
+        let cb = self.components.remove(&b).expect("root has a component");
+        let (mut big, small, big_root, small_root) = if ca.members.len() >= cb.members.len() {
+            (ca, cb, a, b)
+        } else {
+            (cb, ca, b, a)
+        };
+        self.parent[small_root as usize] = big_root;
+        if self
+            .priority
+            .compare(&self.ids[small.key as usize], &self.ids[big.key as usize])
+            == std::cmp::Ordering::Less
+        {
+            big.key = small.key;
+        }
+        big.members.extend(small.members);
+        self.components.insert(big_root, big);
+        big_root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(k: &str, v: &str) -> Identifier {
+        Identifier::new(k, v)
+    }
+
+    fn graph() -> IdentityGraph {
+        IdentityGraph::new(Priority::default(), Guards::default())
+    }
+
+    fn link(g: &mut IdentityGraph, ids: &[Identifier]) -> LinkOutcome {
+        let (ok, _) = g.usable(ids);
+        g.link(&ok)
+    }
+
+    #[test]
+    fn key_is_highest_priority_whatever_the_order() {
+        let mut a = graph();
+        link(&mut a, &[id("anonymous_id", "c1"), id("email", "x@y")]);
+        link(&mut a, &[id("email", "x@y"), id("customer_id", "C-1")]);
+        let mut b = graph();
+        link(&mut b, &[id("email", "x@y"), id("customer_id", "C-1")]);
+        link(&mut b, &[id("anonymous_id", "c1"), id("email", "x@y")]);
+        for g in [&a, &b] {
+            assert_eq!(
+                g.key_of(&id("anonymous_id", "c1")).unwrap(),
+                "customer_id:C-1"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_reports_absorbed_keys() {
+        let mut g = graph();
+        link(&mut g, &[id("anonymous_id", "a")]);
+        link(&mut g, &[id("device_id", "d")]);
+        let out = link(&mut g, &[id("anonymous_id", "a"), id("device_id", "d")]);
+        assert_eq!(out.key, id("device_id", "d"));
+        assert_eq!(out.absorbed, vec![id("anonymous_id", "a")]);
+    }
+
+    #[test]
+    fn blocked_values_are_not_usable() {
+        let g = graph();
+        let (ok, blocked) = g.usable(&[
+            id("email", " NULL "),
+            id("anonymous_id", "x"),
+            id("phone", "0"),
+        ]);
+        assert_eq!(ok, vec![id("anonymous_id", "x")]);
+        assert_eq!(blocked.len(), 2);
+        let custom = IdentityGraph::new(
+            Priority::default(),
+            Guards {
+                blocked_values: vec!["test@test.com".into()],
+                ..Guards::default()
+            },
+        );
+        let (ok, _) = custom.usable(&[id("email", "TEST@test.com")]);
+        assert!(ok.is_empty());
+    }
+
+    #[test]
+    fn second_customer_id_is_refused() {
+        let mut g = graph();
+        link(&mut g, &[id("customer_id", "C-1"), id("email", "shared@x")]);
+        link(&mut g, &[id("customer_id", "C-2")]);
+        let out = link(&mut g, &[id("customer_id", "C-2"), id("email", "shared@x")]);
+        assert_eq!(out.key, id("customer_id", "C-2"));
+        assert_eq!(out.rejected.len(), 1);
+        assert_eq!(out.rejected[0].reason, RejectReason::MaxPerType);
+        assert_eq!(
+            g.key_of(&id("email", "shared@x")).unwrap(),
+            "customer_id:C-1"
+        );
+    }
+
+    #[test]
+    fn identifier_cap_is_enforced_and_refused_fresh_ids_stay_unknown() {
+        let mut g = IdentityGraph::new(
+            Priority::default(),
+            Guards {
+                max_identifiers: 2,
+                ..Guards::default()
+            },
+        );
+        link(&mut g, &[id("email", "a@x"), id("anonymous_id", "1")]);
+        let out = link(&mut g, &[id("email", "a@x"), id("anonymous_id", "2")]);
+        assert_eq!(out.rejected[0].reason, RejectReason::MaxIdentifiers);
+        assert_eq!(g.key_of(&id("anonymous_id", "2")), None);
+        assert_eq!(g.members_of(&id("email", "a@x")).len(), 2);
+    }
+
+    #[test]
+    fn unknown_types_rank_below_known_ones() {
+        let mut g = graph();
+        let out = link(&mut g, &[id("zz_partner", "p1"), id("anonymous_id", "a")]);
+        assert_eq!(out.key, id("anonymous_id", "a"));
+        let out = link(&mut g, &[id("aa_partner", "p2")]);
+        assert_eq!(out.key, id("aa_partner", "p2"));
+    }
+}

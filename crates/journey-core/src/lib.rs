@@ -1,0 +1,33 @@
+//! `journey-core`: the pure domain of journey stitching.
+//!
+//! Identity stitching (a union-find graph with guards), stage models loaded from
+//! data, and the [`Engine`] that turns interaction events into stage transitions,
+//! profile merges and identity links.
+//!
+//! This crate must stay free of IO: no tokio, rdkafka, RocksDB, Avro or clock
+//! reads. Time always comes in as an argument (milliseconds since the Unix epoch),
+//! so every result is a deterministic function of the inputs.
+
+mod engine;
+mod error;
+mod event;
+mod identifier;
+mod identity;
+mod journey;
+mod model;
+mod transition;
+
+pub use engine::{Engine, EngineConfig, EngineStats, Output, Submitted};
+pub use error::{Error, EventError, ModelError, Result};
+pub use event::{Event, Touchpoint};
+pub use identifier::{Identifier, Priority};
+pub use identity::{Guards, IdentityGraph, LinkOutcome, RejectReason, Rejection};
+pub use journey::{Journey, ModelState};
+pub use model::{StageModel, builtin_models};
+pub use transition::{Cause, ProfileMerge, Transition, TriggerRef};
+
+/// Milliseconds since the Unix epoch (event time or wall-clock time, as named).
+pub type Millis = i64;
+
+/// One day in milliseconds.
+pub const DAY_MS: Millis = 86_400_000;

@@ -1,0 +1,166 @@
+//! Property tests of the invariants of DESIGN.md §4 that live in the core.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use journey_core::{Event, Identifier, Output};
+use proptest::prelude::*;
+use support::*;
+
+const TYPES: [&str; 12] = [
+    "page_view",
+    "ad_click",
+    "product_view",
+    "add_to_cart",
+    "purchase",
+    "purchase",
+    "subscription_renewal",
+    "social_share",
+    "review_written",
+    "store_visit",
+    "email_open",
+    "login",
+];
+
+/// A workload: persons with identifiers; each event uses a subset of its person's ids.
+fn workload() -> impl Strategy<Value = Vec<Event>> {
+    let event = (0usize..6, 0usize..TYPES.len(), 0i64..400, 1u8..8, 0u8..6);
+    prop::collection::vec(event, 1..60).prop_map(|raw| {
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, (person, ty, day, mask, rating))| {
+                let all = [
+                    ("anonymous_id", format!("cookie-{person}")),
+                    ("device_id", format!("dev-{}", person / 2)),
+                    ("email", format!("p{person}@x")),
+                ];
+                // Persons 0/1 and 2/3 share a device: their journeys merge.
+                let ids: Vec<Identifier> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(b, _)| mask & (1 << b) != 0)
+                    .map(|(_, (k, v))| Identifier::new(k, v))
+                    .collect();
+                let mut e = ev(&format!("e{i:03}"), T0 + day * DAY, "web", TYPES[ty], &[]);
+                e.identifiers = ids;
+                e.properties.insert("rating".into(), rating.to_string());
+                e
+            })
+            .collect()
+    })
+}
+
+fn sorted(mut events: Vec<Event>) -> Vec<Event> {
+    events.sort_by(|a, b| (a.time, &a.event_id).cmp(&(b.time, &b.event_id)));
+    events
+}
+
+/// Final journeys after all input and the watermark moved to `end`.
+fn final_state(
+    events: Vec<Event>,
+    bound: i64,
+    end: i64,
+) -> BTreeMap<String, (Vec<Option<String>>, Vec<String>)> {
+    let mut e = all_models_engine(bound);
+    let mut out = run(&mut e, events);
+    e.advance_watermark(end, &mut out);
+    final_view(&e)
+}
+
+const END: i64 = T0 + 1000 * DAY;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Shuffling within the out-of-orderness bound gives identical transitions.
+    #[test]
+    fn shuffle_within_bound_gives_identical_transitions(events in workload(), seed in any::<u64>()) {
+        let bound = 3 * DAY;
+        let base = sorted(events);
+        // Displace each event by less than the bound: sort by time + jitter.
+        let mut rng = seed;
+        let mut jittered: Vec<(i64, Event)> = base.iter().cloned().map(|e| {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((e.time + (rng >> 33) as i64 % bound), e)
+        }).collect();
+        jittered.sort_by_key(|(k, _)| *k);
+        let shuffled: Vec<Event> = jittered.into_iter().map(|(_, e)| e).collect();
+        let mut a = all_models_engine(bound);
+        let mut b = all_models_engine(bound);
+        let ta = transitions(&run(&mut a, base));
+        let tb = transitions(&run(&mut b, shuffled));
+        prop_assert_eq!(ta, tb);
+    }
+
+    /// Any arrival order gives the same final stages, touchpoints and keys.
+    #[test]
+    fn any_order_gives_the_same_final_journeys(events in workload(), perm in any::<u64>()) {
+        let base = sorted(events.clone());
+        let mut shuffled = events;
+        let mut rng = perm;
+        for i in (1..shuffled.len()).rev() {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        prop_assert_eq!(final_state(base, 0, END), final_state(shuffled, 0, END));
+    }
+
+    /// Splitting the input by customer gives the same final journeys.
+    #[test]
+    fn splitting_by_customer_gives_the_same_journeys(events in workload()) {
+        let whole = final_state(events.clone(), DAY, END);
+        // Persons sharing a device (0/1, 2/3, 4/5) belong together.
+        let mut parts: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+        for e in events {
+            let group = e.identifiers.iter().find(|i| i.kind == "device_id").map(|i| i.value.clone())
+                .unwrap_or_else(|| {
+                    let p: usize = e.identifiers[0].value.chars().filter(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap();
+                    format!("dev-{}", p / 2)
+                });
+            parts.entry(group).or_default().push(e);
+        }
+        let mut union = BTreeMap::new();
+        for (_, part) in parts {
+            union.extend(final_state(part, DAY, END));
+        }
+        prop_assert_eq!(whole, union);
+    }
+
+    /// Replaying the same input a second time changes nothing.
+    #[test]
+    fn replaying_twice_changes_nothing(events in workload()) {
+        let mut e = all_models_engine(DAY);
+        run(&mut e, events.clone());
+        let before = final_view(&e);
+        let out = run(&mut e, events.clone());
+        prop_assert!(out.iter().all(|o| matches!(o, Output::Duplicate { .. })), "{:?}", out);
+        prop_assert_eq!(e.stats().duplicates as usize, events.len());
+        prop_assert_eq!(before, final_view(&e));
+    }
+
+    /// Merges converge whatever the order of the links: the same keys and sets.
+    #[test]
+    fn merges_converge_whatever_the_link_order(events in workload(), perm in any::<u64>()) {
+        let keys = |evs: Vec<Event>| {
+            let mut e = all_models_engine(0);
+            run(&mut e, evs.clone());
+            let mut m: BTreeMap<String, (String, Vec<Identifier>)> = BTreeMap::new();
+            for ev in &evs {
+                for id in &ev.identifiers {
+                    let key = e.identity().key_of(id).unwrap();
+                    m.insert(id.key(), (key, e.identity().members_of(id)));
+                }
+            }
+            m
+        };
+        let mut shuffled = events.clone();
+        shuffled.reverse();
+        let mut rng = perm;
+        for i in (1..shuffled.len()).rev() {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        prop_assert_eq!(keys(events), keys(shuffled));
+    }
+}
