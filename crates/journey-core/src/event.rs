@@ -18,11 +18,27 @@ pub struct Event {
     /// Whether the touchpoint happened offline.
     #[serde(default)]
     pub offline: bool,
+    /// Whether the touchpoint is direct (the brand's own) rather than indirect.
+    #[serde(default = "yes")]
+    pub direct: bool,
     /// Identifiers seen on the event; all of them are linked to one person.
     pub identifiers: Vec<Identifier>,
+    /// Monetary value, if any.
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// Currency of `value`.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Campaign, if any.
+    #[serde(default)]
+    pub campaign: Option<String>,
     /// Free properties (used by rule predicates, e.g. `rating >= 4`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Event {

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// lower-cased, the value trimmed, and e-mail values lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Identifier {
-    /// Identifier type, e.g. `customer_id`, `email`, `anonymous_id`.
+    /// Identifier type, e.g. `customer_id`, `email`, `anonymous_id`
+    /// (written `type` in JSON, as in the Avro schema).
+    #[serde(rename = "type")]
     pub kind: String,
     /// Identifier value.
     pub value: String,

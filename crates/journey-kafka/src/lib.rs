@@ -1,1 +1,18 @@
-//! placeholder
+//! `journey-kafka`: the Kafka layer of the journey pipeline.
+//!
+//! Avro codecs in the Confluent wire format (magic byte 0, 4-byte big-endian
+//! schema id, Avro binary) for the bundled schemas in `schemas/`, and thin,
+//! blocking wrappers over librdkafka for consuming, producing transactionally
+//! and creating topics. rdkafka types never leave this crate.
+
+mod admin;
+mod client;
+mod codec;
+mod error;
+
+pub use admin::{TopicSpec, ensure_topics};
+pub use client::{
+    ClientConfig, Consumer, Header, InputRecord, OutputRecord, Partition, Producer, SharedProducer,
+};
+pub use codec::{Codec, DeadLetter, DecodeError, MAGIC, SchemaIds, frame, schema_text, unframe};
+pub use error::{Error, Result};

@@ -1,1 +1,192 @@
-fn main() {}
+//! `journey`: the journey-stitching worker and its tools.
+//!
+//! `journey run` consumes interaction events, stitches identities, evaluates
+//! stage models and emits stage transitions; `produce`, `tail`, `replay`,
+//! `topics`, `models` and `config` help run, inspect and try it.
+
+mod config;
+mod metrics;
+mod produce;
+mod readable;
+mod replay;
+mod run;
+mod tail;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+
+use crate::config::Config;
+
+/// Streaming journey stitching: Kafka in, identity stitching and stage models,
+/// stage transitions out, exactly once.
+#[derive(Parser)]
+#[command(name = "journey", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML, or YAML by extension). Every key can be
+    /// overridden by an environment variable: `kafka.brokers` is
+    /// `JOURNEY__KAFKA__BROKERS`, `processing.commit-interval` is
+    /// `JOURNEY__PROCESSING__COMMIT_INTERVAL`.
+    #[arg(long, short, env = "JOURNEY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Bootstrap servers; shorthand for `JOURNEY__KAFKA__BROKERS`.
+    #[arg(long, short, env = "JOURNEY_BOOTSTRAP", global = true)]
+    bootstrap: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker: consume the input topic, emit transitions (until SIGTERM/SIGINT).
+    Run,
+    /// Create the topics of the configuration (missing ones) and check the others.
+    Topics,
+    /// Produce a synthetic multichannel workload to the input topic (or a file).
+    Produce(produce::Args),
+    /// Print stage transitions from the transitions topic in a readable form.
+    Tail(tail::Args),
+    /// Run the stage models over a file of events (JSON lines), without Kafka.
+    Replay(replay::Args),
+    /// List the builtin stage models, or validate model files.
+    Models {
+        /// Model files to validate.
+        files: Vec<PathBuf>,
+    },
+    /// Print the effective configuration (defaults, file and environment), secrets redacted.
+    Config,
+}
+
+fn init_logs(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if let Some(b) = &cli.bootstrap {
+        env.push(("JOURNEY__KAFKA__BROKERS".into(), format!("{b:?}")));
+    }
+    let cfg = Config::load(cli.config.as_deref(), env)?;
+    init_logs(&cfg);
+    match cli.command {
+        Command::Run => run_worker(cfg),
+        Command::Topics => runtime()?.block_on(async {
+            journey_kafka::ensure_topics(&cfg.client(), &run::topic_specs(&cfg)).await?;
+            println!("topics ready on {}", cfg.kafka.brokers);
+            Ok(())
+        }),
+        Command::Produce(args) => produce::produce(&cfg, args),
+        Command::Tail(args) => tail::tail(&cfg, args),
+        Command::Replay(args) => replay::replay(&cfg, args),
+        Command::Models { files } => {
+            if files.is_empty() {
+                for m in journey_core::builtin_models() {
+                    println!(
+                        "{:<10} {}\n{:<10} stages: {}\n",
+                        m.name(),
+                        m.description(),
+                        "",
+                        m.stages().join(" → ")
+                    );
+                }
+                return Ok(());
+            }
+            for f in files {
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read {}", f.display()))?;
+                let name = f.display().to_string();
+                let m = if name.ends_with(".yaml") || name.ends_with(".yml") {
+                    journey_core::StageModel::from_yaml(&name, &text)?
+                } else {
+                    journey_core::StageModel::from_toml(&name, &text)?
+                };
+                println!(
+                    "{name}: model {:?} is valid ({} stages, {} rules)",
+                    m.name(),
+                    m.stages().len(),
+                    m.rule_names().count()
+                );
+            }
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", cfg.redacted());
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_worker(cfg: Config) -> Result<()> {
+    let rt = runtime()?;
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::new(&registry);
+    let stop = Arc::new(AtomicBool::new(false));
+    rt.block_on(async {
+        if cfg.topics.create {
+            journey_kafka::ensure_topics(&cfg.client(), &run::topic_specs(&cfg))
+                .await
+                .context("cannot create or check the topics")?;
+        }
+        if !cfg.http.listen.is_empty() {
+            let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+                .await
+                .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
+            tokio::spawn(metrics::serve(
+                listener,
+                registry.clone(),
+                metrics.health.clone(),
+            ));
+        }
+        let worker = {
+            let (cfg, metrics, stop) = (cfg.clone(), metrics.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || run::run(cfg, metrics, stop))
+        };
+        let signal_stop = stop.clone();
+        let grace = cfg.processing.shutdown_grace;
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal handler");
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+            }
+            signal_stop.store(true, Ordering::Relaxed);
+            tokio::time::sleep(grace).await;
+            error!(grace = ?grace, "shutdown grace period exceeded; exiting");
+            std::process::exit(2);
+        });
+        worker.await.context("worker thread panicked")?
+    })?;
+    rt.shutdown_background();
+    Ok(())
+}

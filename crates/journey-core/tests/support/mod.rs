@@ -18,7 +18,11 @@ pub fn ev(id: &str, time: i64, channel: &str, event_type: &str, ids: &[(&str, &s
         channel: channel.into(),
         event_type: event_type.into(),
         offline: false,
+        direct: true,
         identifiers: ids.iter().map(|(k, v)| Identifier::new(k, v)).collect(),
+        value: None,
+        currency: None,
+        campaign: None,
         properties: BTreeMap::new(),
     }
 }

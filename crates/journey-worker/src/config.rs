@@ -1,0 +1,393 @@
+//! The worker's configuration: one TOML or YAML file plus `JOURNEY__…` environment overrides.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use journey_core::{EngineConfig, StageModel};
+use journey_kafka::{ClientConfig, SchemaIds};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration tree.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaSection,
+    pub topics: Topics,
+    pub processing: Processing,
+    pub engine: EngineConfig,
+    /// Stage models to run: builtin names (`funnel5`, `loyalty5`, `decision4`)
+    /// or paths to `.toml`/`.yaml` model files.
+    pub models: Models,
+    pub schema_ids: SchemaIds,
+    pub http: Http,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Models(pub Vec<String>);
+
+impl Default for Models {
+    fn default() -> Self {
+        Models(vec!["funnel5".into()])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Application id: the consumer group and the prefix of transactional ids.
+    pub application_id: String,
+    /// librdkafka properties passed through unchanged (TLS, SASL, tuning).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            brokers: "127.0.0.1:9092".into(),
+            application_id: "journey".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Topics {
+    /// Input interaction events.
+    pub input: String,
+    /// Partitions of the input topic when the worker creates it.
+    pub input_partitions: i32,
+    /// Stage transitions.
+    pub transitions: String,
+    /// Dead letters.
+    pub dead_letters: String,
+    /// Profile merges.
+    pub merges: String,
+    /// Identity links (applied and refused).
+    pub identity_links: String,
+    /// Partitions of the output topics when the worker creates them.
+    pub output_partitions: i32,
+    /// Replication factor of created topics.
+    pub replication: i32,
+    /// Create missing topics at start-up.
+    pub create: bool,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            input: "interactions".into(),
+            input_partitions: 3,
+            transitions: "journey-transitions".into(),
+            dead_letters: "journey-dead-letters".into(),
+            merges: "journey-profile-merges".into(),
+            identity_links: "journey-identity-links".into(),
+            output_partitions: 3,
+            replication: 1,
+            create: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Kafka transactions: offsets and outputs commit atomically.
+    ExactlyOnce,
+    /// Outputs acknowledged, then offsets committed (repeats possible after a crash).
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Processing {
+    pub mode: Mode,
+    /// Commit at least this often while records flow.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// ...or after this many input records.
+    pub commit_max_records: usize,
+    /// Records taken per poll.
+    pub max_poll_records: usize,
+    /// Input payloads above this size are dead-lettered.
+    pub max_payload_bytes: usize,
+    /// When no record arrived for this long, advance the watermark by the wall
+    /// clock (so timers fire on quiet streams). `0s` disables it (replays of
+    /// historical data should keep it off).
+    #[serde(with = "humantime_serde")]
+    pub idle_advance_after: Duration,
+    /// SIGTERM: time allowed to commit and leave the group.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Timeout of transaction and commit calls.
+    #[serde(with = "humantime_serde")]
+    pub kafka_timeout: Duration,
+}
+
+impl Default for Processing {
+    fn default() -> Self {
+        Processing {
+            mode: Mode::ExactlyOnce,
+            commit_interval: Duration::from_millis(100),
+            commit_max_records: 5000,
+            max_poll_records: 1000,
+            max_payload_bytes: 1 << 20,
+            idle_advance_after: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(10),
+            kafka_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Http {
+    /// Address of `/metrics`, `/health/live` and `/health/ready`; empty disables.
+    pub listen: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: String,
+    /// Filter, e.g. `info` or `journey=debug,rdkafka=warn` (`RUST_LOG` wins).
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+const SECRET_HINTS: [&str; 4] = ["password", "secret", "token", "key.pem"];
+
+impl Config {
+    /// Loads a file (TOML, or YAML by extension), applies `JOURNEY__` environment
+    /// overrides and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let mut tree = match path {
+            None => toml::Value::try_from(Config::default())?,
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                let is_yaml =
+                    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+                if is_yaml {
+                    let v: serde_yaml::Value = serde_yaml::from_str(&text).with_context(|| {
+                        format!("config file {} is not valid YAML", p.display())
+                    })?;
+                    toml::Value::try_from(v)
+                        .with_context(|| format!("config file {}", p.display()))?
+                } else {
+                    text.parse::<toml::Table>()
+                        .map(toml::Value::Table)
+                        .with_context(|| format!("config file {} is not valid TOML", p.display()))?
+                }
+            }
+        };
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("JOURNEY__") else {
+                continue;
+            };
+            let path: Vec<String> = rest
+                .split("__")
+                .map(|s| s.to_ascii_lowercase().replace('_', "-"))
+                .collect();
+            set_path(&mut tree, &path, &v).with_context(|| format!("environment override {k}"))?;
+        }
+        let where_ = path.map_or("the defaults".to_string(), |p| p.display().to_string());
+        let cfg: Config = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))
+            .with_context(|| format!("invalid configuration in {where_}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.kafka.brokers.trim().is_empty() {
+            bail!("kafka.brokers is empty: set it or JOURNEY__KAFKA__BROKERS");
+        }
+        if self.kafka.application_id.trim().is_empty() {
+            bail!("kafka.application-id is empty");
+        }
+        for (name, v) in [
+            ("input-partitions", self.topics.input_partitions),
+            ("output-partitions", self.topics.output_partitions),
+            ("replication", self.topics.replication),
+        ] {
+            if v < 1 {
+                bail!("topics.{name} must be at least 1, got {v}");
+            }
+        }
+        if self.processing.max_poll_records == 0 || self.processing.commit_max_records == 0 {
+            bail!("processing.max-poll-records and commit-max-records must be at least 1");
+        }
+        if self.engine.out_of_order_ms < 0 {
+            bail!("engine.out-of-order-ms must not be negative");
+        }
+        if self.models.0.is_empty() {
+            bail!("models: name at least one stage model");
+        }
+        self.stage_models()?;
+        Ok(())
+    }
+
+    /// Loads the configured stage models.
+    pub fn stage_models(&self) -> Result<Vec<StageModel>> {
+        let mut out: Vec<StageModel> = Vec::new();
+        for m in &self.models.0 {
+            let model = if let Some(b) = StageModel::builtin(m) {
+                b
+            } else {
+                let p = PathBuf::from(m);
+                let text = std::fs::read_to_string(&p).with_context(|| {
+                    format!("model {m:?} is neither a builtin (funnel5, loyalty5, decision4) nor a readable file")
+                })?;
+                if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                    StageModel::from_yaml(m, &text)?
+                } else {
+                    StageModel::from_toml(m, &text)?
+                }
+            };
+            if out.iter().any(|o| o.name() == model.name()) {
+                bail!("models: two models are named {:?}", model.name());
+            }
+            out.push(model);
+        }
+        Ok(out)
+    }
+
+    /// Kafka client settings.
+    pub fn client(&self) -> ClientConfig {
+        ClientConfig {
+            brokers: self.kafka.brokers.clone(),
+            properties: self.kafka.properties.clone(),
+        }
+    }
+
+    /// The configuration as TOML with secrets redacted.
+    pub fn redacted(&self) -> String {
+        let mut c = self.clone();
+        for (k, v) in c.kafka.properties.iter_mut() {
+            if SECRET_HINTS.iter().any(|h| k.contains(h)) {
+                *v = "<redacted>".into();
+            }
+        }
+        toml::to_string_pretty(&c).unwrap_or_default()
+    }
+}
+
+fn set_path(tree: &mut toml::Value, path: &[String], raw: &str) -> Result<()> {
+    let mut node = tree;
+    for (i, key) in path.iter().enumerate() {
+        let table = node
+            .as_table_mut()
+            .with_context(|| format!("{} is not a section", path[..i].join(".")))?;
+        if i + 1 == path.len() {
+            let value = parse_scalar(raw);
+            table.insert(key.clone(), value);
+            return Ok(());
+        }
+        // librdkafka properties keep dots: JOURNEY__KAFKA__PROPERTIES__SECURITY.PROTOCOL
+        node = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_default_file_equals_the_defaults() {
+        let text = include_str!("../../../deploy/journey.toml");
+        let parsed: Config = toml::from_str(text).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_apply_and_unknown_keys_fail() {
+        let env = vec![
+            (
+                "JOURNEY__KAFKA__BROKERS".to_string(),
+                "10.0.0.1:9093".to_string(),
+            ),
+            (
+                "JOURNEY__PROCESSING__COMMIT_INTERVAL".to_string(),
+                "250ms".to_string(),
+            ),
+            (
+                "JOURNEY__TOPICS__INPUT_PARTITIONS".to_string(),
+                "6".to_string(),
+            ),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.kafka.brokers, "10.0.0.1:9093");
+        assert_eq!(c.processing.commit_interval, Duration::from_millis(250));
+        assert_eq!(c.topics.input_partitions, 6);
+        let err = Config::load(
+            None,
+            vec![("JOURNEY__KAFKA__BROKRS".to_string(), "x".to_string())],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("brokrs"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[processing]\ncommit-interval = \"soon\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p), vec![]).unwrap_err());
+        assert!(
+            err.contains("c.toml") && err.contains("commit-interval"),
+            "{err}"
+        );
+        std::fs::write(&p, "models = [\"nope\"]\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p), vec![]).unwrap_err());
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut c = Config::default();
+        c.kafka
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
+        assert!(!c.redacted().contains("hunter2"));
+    }
+}

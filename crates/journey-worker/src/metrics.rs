@@ -1,0 +1,262 @@
+//! Prometheus metrics of the worker and the HTTP endpoints that expose them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// Metrics of the processing loop, registered into an injected registry.
+#[derive(Clone)]
+pub struct Metrics {
+    pub consumed: IntCounter,
+    pub applied: IntCounter,
+    pub duplicates: IntCounter,
+    pub late: IntCounter,
+    pub dead_letters: IntCounterVec,
+    pub transitions: IntCounterVec,
+    pub merges: IntCounter,
+    pub links: IntCounterVec,
+    pub commits: IntCounter,
+    pub aborts: IntCounter,
+    pub batch_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub transition_latency: HistogramVec,
+    pub watermark: IntGauge,
+    pub pending_events: IntGauge,
+    pub timers_pending: IntGauge,
+    pub customers: IntGauge,
+    pub identifiers: IntGauge,
+    pub event_time_lag: prometheus::Gauge,
+    pub rebalances: IntGauge,
+    /// Health flags read by `/health/*`.
+    pub health: Arc<Health>,
+}
+
+/// Liveness and readiness, set by the processing loop.
+#[derive(Default)]
+pub struct Health {
+    /// Group joined, partitions assigned and ready to process.
+    pub ready: AtomicBool,
+    /// Wall-clock millis of the last loop iteration (liveness).
+    pub heartbeat: AtomicI64,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    /// Registers every metric into `r`.
+    pub fn new(r: &Registry) -> Self {
+        let fast = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "journey_transition_latency_seconds",
+                "Wall-clock time from an event's Kafka timestamp to the commit of the transition it caused.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["model"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(latency.clone()))
+            .expect("unique metric");
+        let lag = prometheus::Gauge::new(
+            "journey_event_time_lag_seconds",
+            "Wall clock minus the event time of the last applied event.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(lag.clone())).expect("unique metric");
+        let info = IntCounterVec::new(
+            Opts::new("journey_build_info", "Build information (always 1)."),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(info.clone())).expect("unique metric");
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
+        Metrics {
+            consumed: counter(r, "journey_records_consumed_total", "Input records read."),
+            applied: counter(
+                r,
+                "journey_events_applied_total",
+                "Events applied to a journey.",
+            ),
+            duplicates: counter(
+                r,
+                "journey_events_duplicate_total",
+                "Events recognised as duplicates (changed nothing).",
+            ),
+            late: counter(
+                r,
+                "journey_events_late_total",
+                "Events that arrived behind the watermark.",
+            ),
+            dead_letters: counter_vec(
+                r,
+                "journey_dead_letters_total",
+                "Records sent to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            transitions: counter_vec(
+                r,
+                "journey_transitions_total",
+                "Stage transitions emitted.",
+                &["model", "from", "to", "cause"],
+            ),
+            merges: counter(
+                r,
+                "journey_profile_merges_total",
+                "Journeys merged into another.",
+            ),
+            links: counter_vec(
+                r,
+                "journey_identity_links_total",
+                "Identity links, by result (accepted or the refusing guard).",
+                &["result"],
+            ),
+            commits: counter(
+                r,
+                "journey_commits_total",
+                "Transactions (or offset commits) completed.",
+            ),
+            aborts: counter(
+                r,
+                "journey_transaction_aborts_total",
+                "Transactions aborted.",
+            ),
+            batch_seconds: histogram(
+                r,
+                "journey_batch_processing_seconds",
+                "Time to process one polled batch.",
+                fast.clone(),
+            ),
+            commit_seconds: histogram(
+                r,
+                "journey_commit_seconds",
+                "Time to commit a transaction.",
+                fast,
+            ),
+            transition_latency: latency,
+            watermark: gauge(
+                r,
+                "journey_watermark_milliseconds",
+                "Event-time watermark (Unix milliseconds).",
+            ),
+            pending_events: gauge(
+                r,
+                "journey_pending_events",
+                "Events held until the watermark passes them.",
+            ),
+            timers_pending: gauge(r, "journey_timers_pending", "Inactivity timers scheduled."),
+            customers: gauge(r, "journey_customers", "Customers (identity sets) held."),
+            identifiers: gauge(r, "journey_identifiers", "Identifiers held."),
+            event_time_lag: lag,
+            rebalances: gauge(
+                r,
+                "journey_rebalances",
+                "Consumer group rebalances seen by this worker.",
+            ),
+            health: Arc::new(Health::default()),
+        }
+    }
+}
+
+/// Serves `/metrics`, `/health/live` and `/health/ready` until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Registry, health: Arc<Health>) {
+    info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "http endpoints listening");
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match sock.read(&mut buf).await {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = match path {
+                "/metrics" => {
+                    let mut out = Vec::new();
+                    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut out) {
+                        warn!(error = %e, "cannot encode metrics");
+                    }
+                    ("200 OK", "text/plain; version=0.0.4", out)
+                }
+                "/health/live" => {
+                    let beat = health.heartbeat.load(Ordering::Relaxed);
+                    let age = now_ms() - beat;
+                    if beat == 0 || age < 60_000 {
+                        ("200 OK", "text/plain", b"live\n".to_vec())
+                    } else {
+                        (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            format!("processing loop silent for {age} ms\n").into_bytes(),
+                        )
+                    }
+                }
+                "/health/ready" => {
+                    if health.ready.load(Ordering::Relaxed) {
+                        ("200 OK", "text/plain", b"ready\n".to_vec())
+                    } else {
+                        (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            b"not ready\n".to_vec(),
+                        )
+                    }
+                }
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    b"try /metrics, /health/live or /health/ready\n".to_vec(),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&body).await;
+        });
+    }
+}
+
+/// Wall clock, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

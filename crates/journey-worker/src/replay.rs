@@ -1,0 +1,108 @@
+//! `journey replay`: the engine over a file of events, no Kafka.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use journey_core::{Engine, Event, Output};
+
+use crate::config::Config;
+
+/// Options of `journey replay`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// JSON-lines file of events (`-` for standard input), as written by
+    /// `journey produce --to-file`.
+    input: PathBuf,
+    /// Write transitions here as JSON lines (default: standard output).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Also write the final journeys (key, identifiers, stages, touchpoints) as JSON lines.
+    #[arg(long)]
+    journeys: Option<PathBuf>,
+}
+
+/// Runs the replay.
+pub fn replay(cfg: &Config, args: Args) -> Result<()> {
+    let mut engine = Engine::new(cfg.engine.clone(), cfg.stage_models()?);
+    let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&args.input)
+                .with_context(|| format!("cannot open {}", args.input.display()))?,
+        ))
+    };
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut outs = Vec::new();
+    let (mut lines, mut invalid) = (0u64, 0u64);
+    let write = |outs: &mut Vec<Output>, out: &mut Box<dyn Write>| -> Result<()> {
+        for o in outs.drain(..) {
+            if let Output::Transition(t) = o {
+                serde_json::to_writer(&mut *out, &t)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    };
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines += 1;
+        let event: Event = match serde_json::from_str(&line) {
+            Ok(e) => e,
+            Err(e) => {
+                invalid += 1;
+                eprintln!("line {}: not an event: {e}", n + 1);
+                continue;
+            }
+        };
+        if let Err(e) = engine.submit(event, &mut outs) {
+            invalid += 1;
+            eprintln!("line {}: refused: {e}", n + 1);
+        }
+        write(&mut outs, &mut out)?;
+    }
+    engine.flush(&mut outs);
+    write(&mut outs, &mut out)?;
+    out.flush()?;
+    if let Some(p) = &args.journeys {
+        let mut j = std::io::BufWriter::new(std::fs::File::create(p)?);
+        let mut keys: Vec<&String> = engine.journeys().map(|(k, _)| k).collect();
+        keys.sort();
+        for k in keys {
+            let journey = engine.journey(k).expect("listed");
+            let (kind, value) = k.split_once(':').unwrap_or((k, ""));
+            let ids = engine.identity().members_of(&journey_core::Identifier {
+                kind: kind.into(),
+                value: value.into(),
+            });
+            let stages: Vec<_> = journey.stages(engine.models());
+            let mut touch: Vec<&str> = journey
+                .touchpoints
+                .iter()
+                .map(|t| t.event_id.as_str())
+                .collect();
+            touch.sort();
+            serde_json::to_writer(
+                &mut j,
+                &serde_json::json!({"key": k, "identifiers": ids, "stages": stages, "touchpoints": touch}),
+            )?;
+            j.write_all(b"\n")?;
+        }
+        j.flush()?;
+    }
+    let s = engine.stats();
+    eprintln!(
+        "replayed {lines} lines: {} applied, {} duplicates, {} invalid, {} late, {} transitions, {} merges",
+        s.applied, s.duplicates, invalid, s.late, s.transitions, s.merges
+    );
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! The processing loop: consume, decode, run the engine, produce, commit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use journey_core::{Engine, Output, Transition};
+use journey_kafka::{
+    Codec, Consumer, DeadLetter, Header, InputRecord, OutputRecord, Partition, Producer, TopicSpec,
+};
+use tracing::{info, warn};
+
+use crate::config::{Config, Mode};
+use crate::metrics::{Metrics, now_ms};
+
+/// The topics the worker needs, with their layout.
+pub fn topic_specs(cfg: &Config) -> Vec<TopicSpec> {
+    let t = &cfg.topics;
+    let spec = |name: &str, partitions: i32, compact: bool| TopicSpec {
+        name: name.to_string(),
+        partitions,
+        replication: t.replication,
+        configs: vec![
+            (
+                "cleanup.policy".into(),
+                if compact { "compact" } else { "delete" }.into(),
+            ),
+            ("retention.ms".into(), "604800000".into()),
+        ],
+    };
+    vec![
+        spec(&t.input, t.input_partitions, false),
+        spec(&t.transitions, t.output_partitions, false),
+        spec(&t.dead_letters, t.output_partitions, false),
+        spec(&t.merges, t.output_partitions, false),
+        spec(&t.identity_links, t.output_partitions, false),
+    ]
+}
+
+struct Batch {
+    records: Vec<OutputRecord>,
+    /// Kafka timestamps of the events behind each transition (for latency).
+    latencies: Vec<(String, i64)>,
+}
+
+/// Turns engine outputs into Kafka records.
+struct Router<'a> {
+    cfg: &'a Config,
+    codec: &'a Codec,
+    metrics: &'a Metrics,
+}
+
+impl Router<'_> {
+    fn transition(&self, t: &Transition, source_ts: Option<i64>, batch: &mut Batch) -> Result<()> {
+        let now = now_ms();
+        let value = self.codec.encode_transition(t, now)?;
+        let from = t.from.clone().unwrap_or_else(|| "none".into());
+        self.metrics
+            .transitions
+            .with_label_values(&[&t.model, &from, &t.to, t.cause.as_str()])
+            .inc();
+        if let Some(ts) = source_ts {
+            batch.latencies.push((t.model.clone(), ts));
+        }
+        batch.records.push(OutputRecord {
+            topic: self.cfg.topics.transitions.clone(),
+            key: t.customer_key.clone(),
+            value,
+            headers: vec![
+                Header {
+                    name: "model".into(),
+                    value: t.model.clone(),
+                },
+                Header {
+                    name: "from".into(),
+                    value: from,
+                },
+                Header {
+                    name: "to".into(),
+                    value: t.to.clone(),
+                },
+                Header {
+                    name: "cause".into(),
+                    value: t.cause.as_str().into(),
+                },
+                Header {
+                    name: "transition-id".into(),
+                    value: t.id(),
+                },
+            ],
+        });
+        Ok(())
+    }
+
+    fn output(&self, o: Output, source_ts: Option<i64>, batch: &mut Batch) -> Result<()> {
+        let topics = &self.cfg.topics;
+        match o {
+            Output::Transition(t) => self.transition(&t, source_ts, batch)?,
+            Output::Merge(m) => {
+                self.metrics.merges.inc();
+                batch.records.push(OutputRecord {
+                    topic: topics.merges.clone(),
+                    key: m.surviving_key.clone(),
+                    value: self.codec.encode_merge(&m, now_ms())?,
+                    headers: vec![],
+                });
+            }
+            Output::Link {
+                event_id,
+                time,
+                a,
+                b,
+            } => {
+                self.metrics.links.with_label_values(&["accepted"]).inc();
+                batch.records.push(OutputRecord {
+                    topic: topics.identity_links.clone(),
+                    key: a.key(),
+                    value: self.codec.encode_link(&a, &b, &event_id, time, None)?,
+                    headers: vec![],
+                });
+            }
+            Output::Rejected {
+                event_id,
+                time,
+                rejection,
+            } => {
+                let reason = rejection.reason.as_str();
+                self.metrics.links.with_label_values(&[reason]).inc();
+                warn!(event_id = %event_id, a = %rejection.anchor, b = %rejection.other, reason, "identity link refused by guard");
+                batch.records.push(OutputRecord {
+                    topic: topics.identity_links.clone(),
+                    key: rejection.anchor.key(),
+                    value: self.codec.encode_link(
+                        &rejection.anchor,
+                        &rejection.other,
+                        &event_id,
+                        time,
+                        Some(reason),
+                    )?,
+                    headers: vec![],
+                });
+            }
+            Output::Blocked { .. } => {
+                self.metrics
+                    .links
+                    .with_label_values(&["blocked_value"])
+                    .inc();
+            }
+            Output::Duplicate { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn dead_letter(
+        &self,
+        rec: &InputRecord,
+        reason: &str,
+        stage: &str,
+        detail: String,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        self.metrics.dead_letters.with_label_values(&[reason]).inc();
+        warn!(topic = %rec.topic, partition = rec.partition, offset = rec.offset, reason, detail = %detail, "dead-lettering input record");
+        let d = DeadLetter {
+            reason: reason.into(),
+            detail,
+            stage: stage.into(),
+            topic: rec.topic.clone(),
+            partition: rec.partition,
+            offset: rec.offset,
+            timestamp: rec.timestamp,
+            key: rec.key.clone(),
+            value: rec.value.clone(),
+            failed_at: now_ms(),
+        };
+        batch.records.push(OutputRecord {
+            topic: self.cfg.topics.dead_letters.clone(),
+            key: format!("{}/{}/{}", rec.topic, rec.partition, rec.offset),
+            value: self.codec.encode_dead_letter(&d)?,
+            headers: vec![Header {
+                name: "reason".into(),
+                value: reason.into(),
+            }],
+        });
+        Ok(())
+    }
+}
+
+/// Runs the worker until `stop` is set. Blocking: call it from a dedicated thread.
+pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
+    let models = cfg.stage_models()?;
+    let mut engine = Engine::new(cfg.engine.clone(), models);
+    let codec = Codec::new(cfg.schema_ids, cfg.processing.max_payload_bytes);
+    let client = cfg.client();
+    let p = &cfg.processing;
+    let group = cfg.kafka.application_id.clone();
+    let consumer = Consumer::new(&client, &group).context("cannot create the consumer")?;
+    let eos = p.mode == Mode::ExactlyOnce;
+    let txn_id = format!("{}-worker-{}", cfg.kafka.application_id, instance_suffix());
+    let producer = Producer::new(&client, eos.then_some(txn_id.as_str()), p.kafka_timeout)
+        .context("cannot create the producer (is the broker reachable, and does it support transactions?)")?;
+    consumer.subscribe(&[&cfg.topics.input])?;
+    info!(input = %cfg.topics.input, group = %group, mode = ?p.mode, models = ?engine.models().iter().map(|m| m.name()).collect::<Vec<_>>(), "worker started");
+    let router = Router {
+        cfg: &cfg,
+        codec: &codec,
+        metrics: &metrics,
+    };
+
+    let mut offsets: BTreeMap<Partition, i64> = BTreeMap::new();
+    let mut in_txn = false;
+    let mut since_commit = 0usize;
+    let mut last_commit = Instant::now();
+    let mut last_record = Instant::now();
+    let mut batch = Batch {
+        records: Vec::new(),
+        latencies: Vec::new(),
+    };
+    let mut pending_latency: Vec<(String, i64)> = Vec::new();
+    let mut outs = Vec::new();
+
+    let commit = |offsets: &mut BTreeMap<Partition, i64>,
+                  in_txn: &mut bool,
+                  pending: &mut Vec<(String, i64)>|
+     -> Result<()> {
+        let started = Instant::now();
+        if eos {
+            if *in_txn {
+                producer.commit_transaction(&consumer, offsets, p.kafka_timeout)?;
+                *in_txn = false;
+            }
+        } else {
+            producer.flush(p.kafka_timeout)?;
+            consumer.commit(offsets)?;
+        }
+        offsets.clear();
+        metrics.commits.inc();
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let now = now_ms();
+        for (model, ts) in pending.drain(..) {
+            metrics
+                .transition_latency
+                .with_label_values(&[&model])
+                .observe(((now - ts).max(0) as f64) / 1000.0);
+        }
+        Ok(())
+    };
+
+    while !stop.load(Ordering::Relaxed) {
+        metrics.health.heartbeat.store(now_ms(), Ordering::Relaxed);
+        let records = consumer.poll_batch(p.max_poll_records, Duration::from_millis(50))?;
+        metrics.rebalances.set(consumer.rebalances() as i64);
+        if !metrics.health.ready.load(Ordering::Relaxed) && !consumer.assignment()?.is_empty() {
+            metrics.health.ready.store(true, Ordering::Relaxed);
+            info!("partitions assigned: ready");
+        }
+        let started = Instant::now();
+        if !records.is_empty() {
+            last_record = Instant::now();
+            if eos && !in_txn {
+                producer.begin()?;
+                in_txn = true;
+            }
+        }
+        for rec in &records {
+            metrics.consumed.inc();
+            offsets.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+            since_commit += 1;
+            let payload = rec.value.as_deref().unwrap_or_default();
+            match codec.decode_event(payload) {
+                Err(e) => router.dead_letter(rec, e.code(), "decode", e.to_string(), &mut batch)?,
+                Ok(event) => {
+                    let time = event.time;
+                    match engine.submit(event, &mut outs) {
+                        Err(e) => router.dead_letter(
+                            rec,
+                            e.code(),
+                            "validate",
+                            e.to_string(),
+                            &mut batch,
+                        )?,
+                        Ok(_) => metrics
+                            .event_time_lag
+                            .set(((now_ms() - time) as f64 / 1000.0).max(0.0)),
+                    }
+                }
+            }
+            for o in outs.drain(..) {
+                router.output(o, rec.timestamp, &mut batch)?;
+            }
+        }
+        if records.is_empty()
+            && !p.idle_advance_after.is_zero()
+            && last_record.elapsed() >= p.idle_advance_after
+        {
+            if eos && !in_txn {
+                producer.begin()?;
+                in_txn = true;
+            }
+            engine.advance_watermark(now_ms() - cfg.engine.out_of_order_ms, &mut outs);
+            for o in outs.drain(..) {
+                router.output(o, None, &mut batch)?;
+            }
+        }
+        for rec in batch.records.drain(..) {
+            producer.send(&rec)?;
+        }
+        pending_latency.append(&mut batch.latencies);
+        producer.poll();
+        let stats = engine.stats();
+        metrics
+            .applied
+            .inc_by(stats.applied - metrics.applied.get());
+        metrics
+            .duplicates
+            .inc_by(stats.duplicates - metrics.duplicates.get());
+        metrics.late.inc_by(stats.late - metrics.late.get());
+        metrics.watermark.set(engine.watermark().max(0));
+        metrics.pending_events.set(engine.pending() as i64);
+        metrics.timers_pending.set(engine.timers_pending() as i64);
+        metrics
+            .customers
+            .set(engine.identity().customer_count() as i64);
+        metrics
+            .identifiers
+            .set(engine.identity().identifier_count() as i64);
+        if !records.is_empty() {
+            metrics
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let due =
+            last_commit.elapsed() >= p.commit_interval || since_commit >= p.commit_max_records;
+        if due && (in_txn || (!eos && !offsets.is_empty())) {
+            if let Err(e) = commit(&mut offsets, &mut in_txn, &mut pending_latency) {
+                metrics.aborts.inc();
+                if eos {
+                    let _ = producer.abort_transaction(p.kafka_timeout);
+                }
+                // The in-memory state already holds the batch: a restart re-reads
+                // from the last committed offsets rather than double-applying it.
+                return Err(e).context(
+                    "commit failed; exiting so that a restart resumes from the last commit",
+                );
+            }
+            since_commit = 0;
+            last_commit = Instant::now();
+        }
+    }
+    info!("stopping: committing the open transaction");
+    let deadline = Instant::now() + p.shutdown_grace;
+    if let Err(e) = commit(&mut offsets, &mut in_txn, &mut pending_latency) {
+        warn!(error = %e, "final commit failed; aborting (uncommitted input is re-read on restart)");
+        if eos {
+            let _ = producer.abort_transaction(deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+    consumer.close();
+    let s = engine.stats();
+    info!(
+        applied = s.applied,
+        duplicates = s.duplicates,
+        late = s.late,
+        transitions = s.transitions,
+        merges = s.merges,
+        "worker stopped"
+    );
+    Ok(())
+}
+
+fn instance_suffix() -> String {
+    std::env::var("JOURNEY_INSTANCE_ID").unwrap_or_else(|_| "0".into())
+}

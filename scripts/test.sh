@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: lints, unit and property tests, store and Kafka-layer
+# tests, and end-to-end tests against a real broker on loopback.
+#   JOURNEY_BOOTSTRAP=HOST:PORT  run the broker tests against another broker
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$JOURNEY_ROOT"
+"$JOURNEY_ROOT/scripts/setup.sh"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy -q --workspace --all-targets -- -D warnings
+log "cargo build"
+cargo build -q --workspace --all-targets
+log "cargo test (unit, property, store)"
+cargo test -q --workspace
+log "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
+log "end-to-end tests against a real broker"
+"$JOURNEY_CACHE/venv/bin/python" -m pytest -q -x "$JOURNEY_ROOT/tests/e2e" -p no:cacheprovider
+log "all tests passed"
