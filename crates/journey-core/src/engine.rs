@@ -284,10 +284,10 @@ impl Engine {
     fn schedule(&mut self, key: &str, journey: &mut Journey) {
         let before = journey.next_due;
         let after = journey.update_next_due(&self.models);
-        if before != after {
-            if let Some(due) = after {
-                self.timers.insert((due, key.to_string()));
-            }
+        if before != after
+            && let Some(due) = after
+        {
+            self.timers.insert((due, key.to_string()));
         }
     }
 

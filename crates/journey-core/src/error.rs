@@ -11,7 +11,7 @@ pub enum Error {
     Model(#[from] ModelError),
 }
 
-/// Result with the core's [`Error`].
+/// Result with the core's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why an event was refused; each variant has a stable reason code for dead letters.

@@ -299,16 +299,16 @@ impl StageModel {
                 ),
             };
             let has_bounds = r.min_count.is_some() || r.max_count.is_some();
-            if has_bounds != !r.count_types.is_empty() {
+            if has_bounds == r.count_types.is_empty() {
                 return Err(err(
                     loc,
                     "`count-types` and `min-count`/`max-count` go together".into(),
                 ));
             }
-            if let (Some(min), Some(max)) = (r.min_count, r.max_count) {
-                if min > max {
-                    return Err(err(loc, format!("min-count {min} exceeds max-count {max}")));
-                }
+            if let (Some(min), Some(max)) = (r.min_count, r.max_count)
+                && min > max
+            {
+                return Err(err(loc, format!("min-count {min} exceeds max-count {max}")));
             }
             let count_slot = (!r.count_types.is_empty()).then(|| {
                 let set: HashSet<String> = r.count_types.iter().cloned().collect();

@@ -13,7 +13,8 @@ fn s(key: &str, from: &str, to: &str, cause: &str) -> (String, String, String, S
 #[test]
 fn every_rule_of_the_default_model() {
     // (name, event types in order, expected (from, to) transitions)
-    let table: &[(&str, &[&str], &[(&str, &str)])] = &[
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let table: &[Case] = &[
         ("awareness", &["ad_impression"], &[("-", "awareness")]),
         (
             "every awareness type",

@@ -417,7 +417,7 @@ impl Codec {
         let value = from_avro_datum(&self.dead_letter, &mut datum, None)
             .map_err(|e| DecodeError::InvalidAvro(e.to_string()))?;
         let f = fields(value).map_err(DecodeError::InvalidAvro)?;
-        let bytes = |k: &str| match f.get(k) {
+        let bytes = |k: &str| match f.get(k).map(unwrap_union) {
             Some(Value::Bytes(b)) => Some(b.clone()),
             _ => None,
         };
@@ -536,10 +536,10 @@ fn identifiers(f: &Fields, k: &str) -> Result<Vec<Identifier>, String> {
 fn event_from_value(v: Value) -> Result<Event, String> {
     let f = fields(v)?;
     let mut channel = string(&f, "channel")?;
-    if channel == "other" {
-        if let Some(o) = opt_string(&f, "channel_other") {
-            channel = o;
-        }
+    if channel == "other"
+        && let Some(o) = opt_string(&f, "channel_other")
+    {
+        channel = o;
     }
     let properties = match f.get("properties") {
         Some(Value::Map(m)) => m

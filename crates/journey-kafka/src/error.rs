@@ -51,5 +51,5 @@ impl Error {
     }
 }
 
-/// Result with the Kafka layer's [`Error`].
+/// Result with the Kafka layer's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -218,9 +218,11 @@ impl Config {
             set_path(&mut tree, &path, &v).with_context(|| format!("environment override {k}"))?;
         }
         let where_ = path.map_or("the defaults".to_string(), |p| p.display().to_string());
-        let cfg: Config = tree
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))
+        let cfg: Config = serde_path_to_error::deserialize(tree)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                anyhow::anyhow!("{path}: {}", e.into_inner().message().trim())
+            })
             .with_context(|| format!("invalid configuration in {where_}"))?;
         cfg.validate()?;
         Ok(cfg)
