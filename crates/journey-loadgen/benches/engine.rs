@@ -19,10 +19,22 @@ fn events(settings: Settings, n: usize) -> Vec<Event> {
 fn bench(c: &mut Criterion) {
     const N: usize = 200_000;
     let in_order = events(
-        Settings { customers: 20_000, max_offline_delay: 0, duplicate_rate: 0.0, malformed_rate: 0.0, ..Settings::default() },
+        Settings {
+            customers: 20_000,
+            max_offline_delay: 0,
+            duplicate_rate: 0.0,
+            malformed_rate: 0.0,
+            ..Settings::default()
+        },
         N,
     );
-    let realistic = events(Settings { customers: 20_000, ..Settings::default() }, N);
+    let realistic = events(
+        Settings {
+            customers: 20_000,
+            ..Settings::default()
+        },
+        N,
+    );
     let mut g = c.benchmark_group("engine");
     g.sample_size(10);
     g.throughput(Throughput::Elements(N as u64));
@@ -35,7 +47,10 @@ fn bench(c: &mut Criterion) {
                 || input.clone(),
                 |evs| {
                     let mut e = Engine::new(
-                        EngineConfig { out_of_order_ms: bound, ..EngineConfig::default() },
+                        EngineConfig {
+                            out_of_order_ms: bound,
+                            ..EngineConfig::default()
+                        },
                         vec![StageModel::builtin("funnel5").expect("builtin")],
                     );
                     let mut out = Vec::new();
