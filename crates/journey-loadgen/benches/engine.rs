@@ -2,6 +2,9 @@
 //!
 //! `cargo bench -p journey-loadgen --bench engine`
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use journey_core::{Engine, EngineConfig, Event, StageModel};
 use journey_loadgen::{Generator, Record, Settings};
