@@ -1,7 +1,9 @@
 //! The engine: watermark-ordered event application, identity linking, merges,
 //! timers and the outputs they produce.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +96,8 @@ pub enum Submitted {
     Duplicate,
     /// Behind the watermark: applied immediately.
     Late,
+    /// In order with nothing held: applied immediately.
+    Applied,
 }
 
 /// Counters of what the engine did (for metrics and reconciliation).
@@ -148,7 +152,7 @@ impl Engine {
             config,
             models,
             identity,
-            journeys: HashMap::new(),
+            journeys: HashMap::default(),
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),
             max_time: Millis::MIN,
@@ -201,26 +205,49 @@ impl Engine {
     /// Submits an event. Invalid events are refused (the caller dead-letters
     /// them); valid ones are held until the watermark passes them, or applied
     /// at once if they are already behind it. Outputs go to `out`.
-    pub fn submit(&mut self, event: Event, out: &mut Vec<Output>) -> Result<Submitted, EventError> {
+    pub fn submit(
+        &mut self,
+        mut event: Event,
+        out: &mut Vec<Output>,
+    ) -> Result<Submitted, EventError> {
         event.validate()?;
         let (usable, blocked) = self.identity.usable(&event.identifiers);
         if usable.is_empty() {
             let list: Vec<String> = blocked.iter().map(Identifier::key).collect();
             return Err(EventError::AllIdentifiersBlocked(list.join(", ")));
         }
+        for identifier in blocked {
+            self.stats.blocked_identifiers += 1;
+            out.push(Output::Blocked {
+                event_id: event.event_id.clone(),
+                identifier,
+            });
+        }
+        // From here on the event carries its usable identifiers, normalised and
+        // highest priority first.
+        event.identifiers = usable;
         if event.time <= self.watermark {
             self.stats.late += 1;
             self.process(event, out);
             return Ok(Submitted::Late);
         }
         self.max_time = self.max_time.max(event.time);
+        let target = self.max_time.saturating_sub(self.config.out_of_order_ms);
+        if self.pending.is_empty() && event.time <= target {
+            // In order and already behind the new watermark: the same as
+            // holding it and releasing it at once, without the buffer.
+            self.watermark = target;
+            self.process(event, out);
+            self.fire_due_timers(out);
+            return Ok(Submitted::Applied);
+        }
         let slot = (event.time, event.event_id.clone());
         if self.pending.contains_key(&slot) {
             self.stats.duplicates += 1;
             let customer_key = self
                 .identity
-                .key_of(&usable[0])
-                .unwrap_or_else(|| usable[0].key());
+                .key_of(&event.identifiers[0])
+                .unwrap_or_else(|| event.identifiers[0].key());
             out.push(Output::Duplicate {
                 event_id: event.event_id,
                 customer_key,
@@ -228,7 +255,6 @@ impl Engine {
             return Ok(Submitted::Duplicate);
         }
         self.pending.insert(slot, event);
-        let target = self.max_time.saturating_sub(self.config.out_of_order_ms);
         self.advance_watermark(target, out);
         Ok(Submitted::Buffered)
     }
@@ -269,6 +295,7 @@ impl Engine {
                 continue;
             };
             if journey.next_due == Some(due) {
+                journey.next_due = None;
                 let mut changes = std::mem::take(&mut self.changes);
                 journey.fire_timers(&self.models, self.watermark, &mut changes);
                 for (model, change, _) in changes.drain(..) {
@@ -282,25 +309,22 @@ impl Engine {
     }
 
     fn schedule(&mut self, key: &str, journey: &mut Journey) {
-        let before = journey.next_due;
-        let after = journey.update_next_due(&self.models);
-        if before != after
-            && let Some(due) = after
-        {
+        // At most one live entry per journey: a later due date leaves the
+        // entry in place (it is re-checked when it pops), an earlier one adds
+        // an entry and the old one goes stale.
+        let Some(due) = journey.compute_next_due(&self.models) else {
+            return;
+        };
+        if journey.next_due.is_none_or(|scheduled| due < scheduled) {
+            journey.next_due = Some(due);
             self.timers.insert((due, key.to_string()));
         }
     }
 
+    /// Links, merges and applies an event whose identifiers are already the
+    /// usable ones (see [`Engine::submit`]).
     fn process(&mut self, event: Event, out: &mut Vec<Output>) {
-        let (usable, blocked) = self.identity.usable(&event.identifiers);
-        for identifier in blocked {
-            self.stats.blocked_identifiers += 1;
-            out.push(Output::Blocked {
-                event_id: event.event_id.clone(),
-                identifier,
-            });
-        }
-        let outcome = self.identity.link(&usable);
+        let outcome = self.identity.link(&event.identifiers);
         for (a, b) in outcome.linked {
             self.stats.links += 1;
             out.push(Output::Link {
@@ -319,18 +343,18 @@ impl Engine {
             });
         }
         let key = outcome.key.key();
-        let trigger = TriggerRef {
+        let trigger = || TriggerRef {
             event_id: event.event_id.clone(),
             channel: event.channel.clone(),
             event_type: event.event_type.clone(),
         };
         if !outcome.absorbed.is_empty() {
-            self.merge(&outcome.key, &outcome.absorbed, &event, &trigger, out);
+            self.merge(&outcome.key, &outcome.absorbed, &event, &trigger(), out);
         }
-        let mut journey = self
-            .journeys
-            .remove(&key)
-            .unwrap_or_else(|| Journey::new(&self.models));
+        let (key, mut journey) = match self.journeys.remove_entry(&key) {
+            Some(entry) => entry,
+            None => (key, Journey::new(&self.models)),
+        };
         if journey.contains(event.time, &event.event_id) {
             self.stats.duplicates += 1;
             out.push(Output::Duplicate {
@@ -345,13 +369,16 @@ impl Engine {
         if journey.is_in_order(&tp) {
             let mut changes = std::mem::take(&mut self.changes);
             journey.apply_in_order(&self.models, tp, &mut changes);
-            for (model, change, timer) in changes.drain(..) {
-                let (cause, trig) = if timer {
-                    (Cause::Timer, None)
-                } else {
-                    (Cause::Touchpoint, Some(&trigger))
-                };
-                self.emit(&key, &mut journey, model, change, cause, trig, out);
+            if !changes.is_empty() {
+                let trig = trigger();
+                for (model, change, timer) in changes.drain(..) {
+                    let (cause, trig) = if timer {
+                        (Cause::Timer, None)
+                    } else {
+                        (Cause::Touchpoint, Some(&trig))
+                    };
+                    self.emit(&key, &mut journey, model, change, cause, trig, out);
+                }
             }
             self.changes = changes;
         } else {
@@ -364,7 +391,7 @@ impl Engine {
                 &key,
                 &mut journey,
                 Cause::LateEvent,
-                &trigger,
+                &trigger(),
                 event.time,
                 out,
             );

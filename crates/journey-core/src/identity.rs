@@ -1,6 +1,8 @@
 //! The identity graph: union-find over identifiers with a deterministic key and guards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,10 +118,10 @@ impl IdentityGraph {
         IdentityGraph {
             priority,
             guards,
-            index: HashMap::new(),
+            index: HashMap::default(),
             ids: Vec::new(),
             parent: Vec::new(),
-            components: HashMap::new(),
+            components: HashMap::default(),
         }
     }
 

@@ -37,7 +37,8 @@ pub struct Journey {
     pub touch_count: u64,
     /// Touchpoints ever applied, per channel.
     pub channel_counts: BTreeMap<String, u64>,
-    /// The next inactivity timer due, if any.
+    /// Due time of this journey's entry in the engine's timer queue, if any
+    /// (the real next timer may be later; it is re-checked when the entry pops).
     pub next_due: Option<Millis>,
 }
 
@@ -143,15 +144,14 @@ impl Journey {
         }
     }
 
-    /// Recomputes when the next timer is due.
-    pub(crate) fn update_next_due(&mut self, models: &[StageModel]) -> Option<Millis> {
+    /// When the next timer is due, from the current state.
+    pub(crate) fn compute_next_due(&self, models: &[StageModel]) -> Option<Millis> {
         let last = self.last_touch();
-        self.next_due = models
+        models
             .iter()
             .zip(&self.models)
             .filter_map(|(m, s)| m.next_timer(s, last).map(|(due, _)| due))
-            .min();
-        self.next_due
+            .min()
     }
 
     /// Folds the oldest touchpoints into the base state so that at most
