@@ -135,6 +135,31 @@ pub struct Engine {
     watermark: Millis,
     stats: EngineStats,
     changes: Vec<(usize, Change, bool)>,
+    dirty: rustc_hash::FxHashSet<String>,
+}
+
+/// Engine-wide state besides journeys and identities (for the state store).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineMeta {
+    /// Watermark.
+    pub watermark: Millis,
+    /// Latest event time seen.
+    pub max_time: Millis,
+    /// Events held until the watermark passes them.
+    pub pending: Vec<Event>,
+    /// Counters.
+    pub stats: EngineStats,
+}
+
+/// What changed since the last [`Engine::take_changes`]: the unit of a commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateChanges {
+    /// Journeys written (`Some`) or deleted (`None`), by customer key.
+    pub journeys: Vec<(String, Option<Journey>)>,
+    /// Identifiers and their current key identifier.
+    pub identities: Vec<(Identifier, Identifier)>,
+    /// Engine-wide state, always included.
+    pub meta: EngineMeta,
 }
 
 impl Engine {
@@ -159,6 +184,59 @@ impl Engine {
             watermark: Millis::MIN,
             stats: EngineStats::default(),
             changes: Vec::new(),
+            dirty: Default::default(),
+        }
+    }
+
+    /// An engine resuming from stored state.
+    pub fn restore(
+        config: EngineConfig,
+        models: Vec<StageModel>,
+        journeys: impl IntoIterator<Item = (String, Journey)>,
+        identities: impl IntoIterator<Item = (Identifier, Identifier)>,
+        meta: EngineMeta,
+    ) -> Self {
+        let mut e = Engine::new(config, models);
+        e.identity = IdentityGraph::restore(
+            Priority::new(e.config.priority.clone()),
+            e.config.guards.clone(),
+            identities,
+        );
+        for (key, j) in journeys {
+            if let Some(due) = j.next_due {
+                e.timers.insert((due, key.clone()));
+            }
+            e.journeys.insert(key, j);
+        }
+        e.watermark = meta.watermark;
+        e.max_time = meta.max_time;
+        e.stats = meta.stats;
+        for ev in meta.pending {
+            e.pending.insert((ev.time, ev.event_id.clone()), ev);
+        }
+        e
+    }
+
+    /// Takes what changed since the last call (journeys, identities, meta).
+    pub fn take_changes(&mut self) -> StateChanges {
+        let mut keys: Vec<String> = self.dirty.drain().collect();
+        keys.sort_unstable();
+        let journeys = keys
+            .into_iter()
+            .map(|k| {
+                let j = self.journeys.get(&k).cloned();
+                (k, j)
+            })
+            .collect();
+        StateChanges {
+            journeys,
+            identities: self.identity.take_dirty(),
+            meta: EngineMeta {
+                watermark: self.watermark,
+                max_time: self.max_time,
+                pending: self.pending.values().cloned().collect(),
+                stats: self.stats,
+            },
         }
     }
 
@@ -303,6 +381,7 @@ impl Engine {
                 }
                 self.changes = changes;
                 self.schedule(&key, &mut journey);
+                self.dirty.insert(key.clone());
             }
             self.journeys.insert(key, journey);
         }
@@ -401,6 +480,7 @@ impl Engine {
             .saturating_sub(self.config.max_touchpoint_age_ms);
         journey.trim(&self.models, self.config.max_touchpoints, min_time);
         self.schedule(&key, &mut journey);
+        self.dirty.insert(key.clone());
         self.journeys.insert(key, journey);
     }
 
@@ -450,6 +530,9 @@ impl Engine {
             return;
         }
         let identifiers = self.identity.members_of(key);
+        for (absorbed_id, _) in &parts {
+            self.dirty.insert(absorbed_id.key());
+        }
         for (absorbed_id, j) in &parts {
             self.stats.merges += 1;
             out.push(Output::Merge(ProfileMerge {
@@ -485,6 +568,7 @@ impl Engine {
         }
         survivor.next_due = None;
         self.schedule(&key_str, &mut survivor);
+        self.dirty.insert(key_str.clone());
         self.journeys.insert(key_str, survivor);
     }
 

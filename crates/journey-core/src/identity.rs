@@ -110,6 +110,8 @@ pub struct IdentityGraph {
     ids: Vec<Identifier>,
     parent: Vec<u32>,
     components: HashMap<u32, Component>,
+    /// Identifiers whose customer key changed since the last `take_dirty`.
+    dirty: Vec<u32>,
 }
 
 impl IdentityGraph {
@@ -122,7 +124,45 @@ impl IdentityGraph {
             ids: Vec::new(),
             parent: Vec::new(),
             components: HashMap::default(),
+            dirty: Vec::new(),
         }
+    }
+
+    /// Rebuilds a graph from `(identifier, key identifier)` pairs, as stored by
+    /// [`IdentityGraph::take_dirty`]. Every set is taken as it was: guards are
+    /// not re-checked.
+    pub fn restore(
+        priority: Priority,
+        guards: Guards,
+        pairs: impl IntoIterator<Item = (Identifier, Identifier)>,
+    ) -> Self {
+        let mut g = IdentityGraph::new(priority, guards);
+        for (id, key) in pairs {
+            let (k, _) = g.intern(&key);
+            let (n, _) = g.intern(&id);
+            let (rk, rn) = (g.find(k), g.find(n));
+            if rk != rn {
+                g.union(rk, rn);
+            }
+        }
+        g.dirty.clear();
+        g
+    }
+
+    /// Identifiers whose customer key changed (or that are new) since the last
+    /// call, with their current key identifier.
+    pub fn take_dirty(&mut self) -> Vec<(Identifier, Identifier)> {
+        let mut nodes = std::mem::take(&mut self.dirty);
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+            .into_iter()
+            .map(|n| {
+                let root = self.find_readonly(n);
+                let key = self.components[&root].key;
+                (self.ids[n as usize].clone(), self.ids[key as usize].clone())
+            })
+            .collect()
     }
 
     /// The priority used for keys.
@@ -209,6 +249,7 @@ impl IdentityGraph {
                 members: vec![n],
             },
         );
+        self.dirty.push(n);
         (n, true)
     }
 
@@ -280,6 +321,7 @@ impl IdentityGraph {
         debug_assert_eq!(&self.ids[n as usize], id);
         self.ids.pop();
         self.parent.pop();
+        self.dirty.retain(|&d| d != n);
         self.index.remove(id);
         self.components.remove(&n);
     }
@@ -299,6 +341,9 @@ impl IdentityGraph {
             == std::cmp::Ordering::Less
         {
             big.key = small.key;
+            self.dirty.extend_from_slice(&big.members);
+        } else {
+            self.dirty.extend_from_slice(&small.members);
         }
         big.members.extend(small.members);
         self.components.insert(big_root, big);

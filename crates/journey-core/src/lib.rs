@@ -17,12 +17,12 @@ mod journey;
 mod model;
 mod transition;
 
-pub use engine::{Engine, EngineConfig, EngineStats, Output, Submitted};
+pub use engine::{Engine, EngineConfig, EngineMeta, EngineStats, Output, StateChanges, Submitted};
 pub use error::{Error, EventError, ModelError, Result};
 pub use event::{Event, Touchpoint};
 pub use identifier::{Identifier, Priority};
 pub use identity::{Guards, IdentityGraph, LinkOutcome, RejectReason, Rejection};
-pub use journey::{Journey, ModelState};
+pub use journey::{Emitted, Journey, ModelState};
 pub use model::{StageModel, builtin_models};
 pub use transition::{Cause, ProfileMerge, Transition, TriggerRef};
 

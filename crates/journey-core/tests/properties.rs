@@ -164,3 +164,57 @@ proptest! {
         prop_assert_eq!(keys(events), keys(shuffled));
     }
 }
+
+/// Applies `take_changes` to a map, as a state store would.
+#[derive(Default)]
+struct FakeStore {
+    journeys: BTreeMap<String, journey_core::Journey>,
+    identities: BTreeMap<Identifier, Identifier>,
+    meta: journey_core::EngineMeta,
+}
+
+impl FakeStore {
+    fn apply(&mut self, c: journey_core::StateChanges) {
+        for (k, j) in c.journeys {
+            match j {
+                Some(j) => self.journeys.insert(k, j),
+                None => self.journeys.remove(&k),
+            };
+        }
+        self.identities.extend(c.identities);
+        self.meta = c.meta;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// State taken at any point and restored continues exactly like the original.
+    #[test]
+    fn restored_state_continues_identically(events in workload(), cut in 0usize..60, every in 1usize..7) {
+        let cut = cut.min(events.len());
+        let mut original = all_models_engine(DAY);
+        let mut store = FakeStore::default();
+        let mut out = Vec::new();
+        for (i, e) in events[..cut].iter().enumerate() {
+            original.submit(e.clone(), &mut out).unwrap();
+            if i % every == 0 {
+                store.apply(original.take_changes());
+            }
+        }
+        store.apply(original.take_changes());
+        let mut restored = journey_core::Engine::restore(
+            journey_core::EngineConfig { out_of_order_ms: DAY, ..Default::default() },
+            journey_core::builtin_models(),
+            store.journeys.clone(),
+            store.identities.clone(),
+            store.meta.clone(),
+        );
+        let rest: Vec<Event> = events[cut..].to_vec();
+        let a = run(&mut original, rest.clone());
+        let b = run(&mut restored, rest);
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(final_view(&original), final_view(&restored));
+        prop_assert_eq!(original.stats(), restored.stats());
+    }
+}
