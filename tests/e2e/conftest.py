@@ -47,6 +47,8 @@ class Topics:
         self.dead_letters = f"dlq-{tag}"
         self.merges = f"mg-{tag}"
         self.links = f"ln-{tag}"
+        self.changelog = f"cl-{tag}"
+        self.state_dir = os.path.join(tempfile.mkdtemp(prefix="journey-state-"), "state")
 
     def env(self, **extra):
         env = dict(os.environ)
@@ -58,6 +60,8 @@ class Topics:
             "JOURNEY__TOPICS__DEAD_LETTERS": f'"{self.dead_letters}"',
             "JOURNEY__TOPICS__MERGES": f'"{self.merges}"',
             "JOURNEY__TOPICS__IDENTITY_LINKS": f'"{self.links}"',
+            "JOURNEY__TOPICS__CHANGELOG": f'"{self.changelog}"',
+            "JOURNEY__STATE__DIR": f'"{self.state_dir}"',
             "JOURNEY__HTTP__LISTEN": '"127.0.0.1:0"',
             "JOURNEY__ENGINE__OUT_OF_ORDER_MS": "0",
         })

@@ -79,8 +79,8 @@ pub struct OutputRecord {
     pub topic: String,
     /// Key (partitioning uses it).
     pub key: String,
-    /// Value bytes.
-    pub value: Vec<u8>,
+    /// Value bytes; none is a tombstone (compacted topics).
+    pub value: Option<Vec<u8>>,
     /// Headers.
     pub headers: Vec<Header>,
 }
@@ -234,6 +234,89 @@ impl Consumer {
         Ok(out)
     }
 
+    /// Reads one partition from its start to its end (committed records only),
+    /// for restoring state from a changelog. Uses its own short-lived client.
+    pub fn read_to_end(
+        cfg: &ClientConfig,
+        topic: &str,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<Vec<InputRecord>> {
+        let group = format!("journey-restore-{}", std::process::id());
+        let c = Consumer {
+            inner: cfg
+                .build(&[
+                    ("group.id", &group),
+                    ("enable.auto.commit", "false"),
+                    ("isolation.level", "read_committed"),
+                    ("enable.partition.eof", "true"),
+                ])
+                .create_with_context(Ctx::default())
+                .map_err(|e| Error::kafka("create restore consumer", e))?,
+        };
+        let (low, high) = c.watermarks(topic, partition, timeout)?;
+        if high <= low {
+            return Ok(Vec::new());
+        }
+        c.assign(&BTreeMap::from([((topic.to_string(), partition), low)]))?;
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match c.inner.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let offset = m.offset();
+                    out.push(InputRecord {
+                        topic: m.topic().to_string(),
+                        partition: m.partition(),
+                        offset,
+                        timestamp: m.timestamp().to_millis(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers: Vec::new(),
+                    });
+                    if offset + 1 >= high {
+                        return Ok(out);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(out),
+                Some(Err(e)) => warn!(error = %e, "restore consumer error"),
+                None => {}
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Topic {
+                    topic: topic.into(),
+                    problem: format!(
+                        "restore did not reach the end (offset {high}) within {timeout:?}"
+                    ),
+                });
+            }
+        }
+    }
+
+    /// The group's committed offsets for the given partitions (none when never committed).
+    pub fn committed_for(
+        &self,
+        partitions: &[Partition],
+        timeout: Duration,
+    ) -> Result<BTreeMap<Partition, i64>> {
+        let mut list = TopicPartitionList::new();
+        for (t, p) in partitions {
+            list.add_partition(t, *p);
+        }
+        let got = self
+            .inner
+            .committed_offsets(list, timeout)
+            .map_err(|e| Error::kafka("committed offsets", e))?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Partitions currently assigned.
     pub fn assignment(&self) -> Result<Vec<Partition>> {
         let list = self
@@ -347,10 +430,11 @@ impl Producer {
                 value: Some(h.value.as_bytes()),
             });
         }
-        let mut record = BaseRecord::to(&rec.topic)
-            .key(&rec.key)
-            .payload(&rec.value)
-            .headers(headers);
+        let mut record: BaseRecord<'_, String, Vec<u8>, ()> =
+            BaseRecord::to(&rec.topic).key(&rec.key).headers(headers);
+        if let Some(v) = &rec.value {
+            record = record.payload(v);
+        }
         loop {
             match self.inner.send(record) {
                 Ok(()) => return Ok(()),

@@ -21,6 +21,7 @@ pub struct Config {
     /// or paths to `.toml`/`.yaml` model files.
     pub models: Models,
     pub schema_ids: SchemaIds,
+    pub state: State,
     pub http: Http,
     pub log: Log,
 }
@@ -71,6 +72,8 @@ pub struct Topics {
     pub merges: String,
     /// Identity links (applied and refused).
     pub identity_links: String,
+    /// Compacted changelog of the worker's state (one partition).
+    pub changelog: String,
     /// Partitions of the output topics when the worker creates them.
     pub output_partitions: i32,
     /// Replication factor of created topics.
@@ -88,6 +91,7 @@ impl Default for Topics {
             dead_letters: "journey-dead-letters".into(),
             merges: "journey-profile-merges".into(),
             identity_links: "journey-identity-links".into(),
+            changelog: "journey-state-changelog".into(),
             output_partitions: 3,
             replication: 1,
             create: true,
@@ -141,6 +145,31 @@ impl Default for Processing {
             idle_advance_after: Duration::ZERO,
             shutdown_grace: Duration::from_secs(10),
             kafka_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct State {
+    /// RocksDB directory of this worker (a cache of the changelog topic).
+    pub dir: PathBuf,
+    /// Shared block cache, bytes.
+    pub block_cache_bytes: usize,
+    /// Write-buffer budget across column families, bytes.
+    pub write_buffer_bytes: usize,
+    /// Time allowed to read the changelog when restoring.
+    #[serde(with = "humantime_serde")]
+    pub restore_timeout: Duration,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            dir: PathBuf::from("journey-state"),
+            block_cache_bytes: 128 << 20,
+            write_buffer_bytes: 64 << 20,
+            restore_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -120,7 +120,7 @@ pub fn produce(cfg: &Config, args: Args) -> Result<()> {
         producer.send(&OutputRecord {
             topic: topic.clone(),
             key,
-            value,
+            value: Some(value),
             headers: vec![],
         })?;
         sent += 1;

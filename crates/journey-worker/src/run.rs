@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use journey_core::{Engine, Output, Transition};
 use journey_kafka::{
-    Codec, Consumer, DeadLetter, Header, InputRecord, OutputRecord, Partition, Producer, TopicSpec,
+    ClientConfig, Codec, Consumer, DeadLetter, Header, InputRecord, OutputRecord, Partition,
+    Producer, TopicSpec,
 };
+use journey_store::{ChangelogRecord, Opened, Store, StoreOptions};
 use tracing::{info, warn};
 
 use crate::config::{Config, Mode};
@@ -36,6 +38,7 @@ pub fn topic_specs(cfg: &Config) -> Vec<TopicSpec> {
         spec(&t.dead_letters, t.output_partitions, false),
         spec(&t.merges, t.output_partitions, false),
         spec(&t.identity_links, t.output_partitions, false),
+        spec(&t.changelog, 1, true),
     ]
 }
 
@@ -67,7 +70,7 @@ impl Router<'_> {
         batch.records.push(OutputRecord {
             topic: self.cfg.topics.transitions.clone(),
             key: t.customer_key.clone(),
-            value,
+            value: Some(value),
             headers: vec![
                 Header {
                     name: "model".into(),
@@ -103,7 +106,7 @@ impl Router<'_> {
                 batch.records.push(OutputRecord {
                     topic: topics.merges.clone(),
                     key: m.surviving_key.clone(),
-                    value: self.codec.encode_merge(&m, now_ms())?,
+                    value: Some(self.codec.encode_merge(&m, now_ms())?),
                     headers: vec![],
                 });
             }
@@ -117,7 +120,7 @@ impl Router<'_> {
                 batch.records.push(OutputRecord {
                     topic: topics.identity_links.clone(),
                     key: a.key(),
-                    value: self.codec.encode_link(&a, &b, &event_id, time, None)?,
+                    value: Some(self.codec.encode_link(&a, &b, &event_id, time, None)?),
                     headers: vec![],
                 });
             }
@@ -132,13 +135,13 @@ impl Router<'_> {
                 batch.records.push(OutputRecord {
                     topic: topics.identity_links.clone(),
                     key: rejection.anchor.key(),
-                    value: self.codec.encode_link(
+                    value: Some(self.codec.encode_link(
                         &rejection.anchor,
                         &rejection.other,
                         &event_id,
                         time,
                         Some(reason),
-                    )?,
+                    )?),
                     headers: vec![],
                 });
             }
@@ -178,7 +181,7 @@ impl Router<'_> {
         batch.records.push(OutputRecord {
             topic: self.cfg.topics.dead_letters.clone(),
             key: format!("{}/{}/{}", rec.topic, rec.partition, rec.offset),
-            value: self.codec.encode_dead_letter(&d)?,
+            value: Some(self.codec.encode_dead_letter(&d)?),
             headers: vec![Header {
                 name: "reason".into(),
                 value: reason.into(),
@@ -191,7 +194,6 @@ impl Router<'_> {
 /// Runs the worker until `stop` is set. Blocking: call it from a dedicated thread.
 pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     let models = cfg.stage_models()?;
-    let mut engine = Engine::new(cfg.engine.clone(), models);
     let codec = Codec::new(cfg.schema_ids, cfg.processing.max_payload_bytes);
     let client = cfg.client();
     let p = &cfg.processing;
@@ -201,6 +203,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     let txn_id = format!("{}-worker-{}", cfg.kafka.application_id, instance_suffix());
     let producer = Producer::new(&client, eos.then_some(txn_id.as_str()), p.kafka_timeout)
         .context("cannot create the producer (is the broker reachable, and does it support transactions?)")?;
+    let (store, mut engine) = open_state(&cfg, &client, &consumer, models)?;
     consumer.subscribe(&[&cfg.topics.input])?;
     info!(input = %cfg.topics.input, group = %group, mode = ?p.mode, models = ?engine.models().iter().map(|m| m.name()).collect::<Vec<_>>(), "worker started");
     let router = Router {
@@ -221,11 +224,19 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     let mut pending_latency: Vec<(String, i64)> = Vec::new();
     let mut outs = Vec::new();
 
-    let commit = |offsets: &mut BTreeMap<Partition, i64>,
+    let commit = |engine: &mut Engine,
+                  offsets: &mut BTreeMap<Partition, i64>,
                   in_txn: &mut bool,
                   pending: &mut Vec<(String, i64)>|
      -> Result<()> {
         let started = Instant::now();
+        if eos && !*in_txn {
+            return Ok(());
+        }
+        let prepared = Store::prepare(&engine.take_changes());
+        for r in &prepared.changelog {
+            producer.send(&changelog_record(&cfg.topics.changelog, r))?;
+        }
         if eos {
             if *in_txn {
                 producer.commit_transaction(&consumer, offsets, p.kafka_timeout)?;
@@ -235,6 +246,9 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             producer.flush(p.kafka_timeout)?;
             consumer.commit(offsets)?;
         }
+        store
+            .write(&prepared, offsets)
+            .context("the transaction committed but the local state could not be written; a restart restores from the changelog")?;
         offsets.clear();
         metrics.commits.inc();
         metrics
@@ -336,7 +350,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         let due =
             last_commit.elapsed() >= p.commit_interval || since_commit >= p.commit_max_records;
         if due && (in_txn || (!eos && !offsets.is_empty())) {
-            if let Err(e) = commit(&mut offsets, &mut in_txn, &mut pending_latency) {
+            if let Err(e) = commit(&mut engine, &mut offsets, &mut in_txn, &mut pending_latency) {
                 metrics.aborts.inc();
                 if eos {
                     let _ = producer.abort_transaction(p.kafka_timeout);
@@ -353,7 +367,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     }
     info!("stopping: committing the open transaction");
     let deadline = Instant::now() + p.shutdown_grace;
-    if let Err(e) = commit(&mut offsets, &mut in_txn, &mut pending_latency) {
+    if let Err(e) = commit(&mut engine, &mut offsets, &mut in_txn, &mut pending_latency) {
         warn!(error = %e, "final commit failed; aborting (uncommitted input is re-read on restart)");
         if eos {
             let _ = producer.abort_transaction(deadline.saturating_duration_since(Instant::now()));
@@ -370,6 +384,85 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         "worker stopped"
     );
     Ok(())
+}
+
+fn changelog_record(topic: &str, r: &ChangelogRecord) -> OutputRecord {
+    OutputRecord {
+        topic: topic.to_string(),
+        key: String::from_utf8_lossy(&r.key).into_owned(),
+        value: r.value.clone(),
+        headers: vec![],
+    }
+}
+
+/// Opens the local store and checks it against the group's committed offsets:
+/// when they match, the local state is current; otherwise (first start on
+/// this disk, wiped, unusable, or a crash between the Kafka commit and the
+/// local write) the store is rebuilt from the changelog topic.
+fn open_state(
+    cfg: &Config,
+    client: &ClientConfig,
+    consumer: &Consumer,
+    models: Vec<journey_core::StageModel>,
+) -> Result<(Store, Engine)> {
+    let p = &cfg.processing;
+    let opts = StoreOptions {
+        block_cache_bytes: cfg.state.block_cache_bytes,
+        write_buffer_bytes: cfg.state.write_buffer_bytes,
+    };
+    let dir = &cfg.state.dir;
+    let n = consumer.partition_count(&cfg.topics.input, p.kafka_timeout)?;
+    let partitions: Vec<Partition> = (0..n as i32)
+        .map(|i| (cfg.topics.input.clone(), i))
+        .collect();
+    let committed = consumer.committed_for(&partitions, p.kafka_timeout)?;
+    let (mut store, opened) = Store::open(dir, opts)
+        .with_context(|| format!("cannot open the state directory {}", dir.display()))?;
+    let local = store.offsets()?;
+    if local != committed || matches!(opened, Opened::Rebuilt { .. }) {
+        warn!(dir = %dir.display(), ?opened, local = ?local, committed = ?committed, "local state does not match the committed offsets: rebuilding it from the changelog");
+        drop(store);
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+        store = Store::open(dir, opts)?.0;
+        let started = Instant::now();
+        let records =
+            Consumer::read_to_end(client, &cfg.topics.changelog, 0, cfg.state.restore_timeout)
+                .context("cannot read the changelog")?;
+        let changelog: Vec<ChangelogRecord> = records
+            .into_iter()
+            .filter_map(|r| {
+                r.key.map(|key| ChangelogRecord {
+                    key,
+                    value: r.value,
+                })
+            })
+            .collect();
+        for chunk in changelog.chunks(10_000) {
+            store.apply_changelog(chunk)?;
+        }
+        store.set_offsets(&committed)?;
+        info!(
+            records = changelog.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "state restored from the changelog"
+        );
+    } else {
+        info!(dir = %dir.display(), ?opened, "local state is current");
+    }
+    let loaded = store.load().context("cannot load the state")?;
+    info!(
+        journeys = loaded.journeys.len(),
+        identifiers = loaded.identities.len(),
+        "state loaded"
+    );
+    let engine = Engine::restore(
+        cfg.engine.clone(),
+        models,
+        loaded.journeys,
+        loaded.identities,
+        loaded.meta,
+    );
+    Ok((store, engine))
 }
 
 fn instance_suffix() -> String {

@@ -1,0 +1,428 @@
+//! The RocksDB store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use journey_core::{EngineMeta, Identifier, Journey, StateChanges};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch,
+    WriteBufferManager,
+};
+use tracing::warn;
+
+use crate::{Error, Result, codec};
+
+const CF_JOURNEYS: &str = "journeys";
+const CF_IDENTITIES: &str = "identities";
+const CF_META: &str = "meta";
+const CFS: [&str; 3] = [CF_JOURNEYS, CF_IDENTITIES, CF_META];
+/// Changelog key prefixes, one per column family.
+const TAG_JOURNEY: u8 = b'j';
+const TAG_IDENTITY: u8 = b'i';
+const TAG_META: u8 = b'm';
+const META_ENGINE: &[u8] = b"engine";
+const META_OFFSETS: &[u8] = b"offsets";
+const META_FORMAT: &[u8] = b"format";
+
+/// Raw key/value rows of one column family.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Input offsets: next offset to read per (topic, partition).
+pub type Offsets = BTreeMap<(String, i32), i64>;
+
+/// Memory budget, shared by all column families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Shared LRU block cache, bytes.
+    pub block_cache_bytes: usize,
+    /// Write-buffer (memtable) budget across column families, bytes.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            block_cache_bytes: 128 << 20,
+            write_buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How the directory was found at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Nothing was there: an empty store.
+    Fresh,
+    /// A store of this format.
+    Existing,
+    /// The directory could not be used; it was moved aside and a fresh store made.
+    Rebuilt {
+        /// Where the old directory went.
+        moved_to: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A record for the compacted changelog topic: `value: None` is a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangelogRecord {
+    /// Column-family tag byte + key.
+    pub key: Vec<u8>,
+    /// Encoded value, or none for a deletion.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Encoded changes, ready to publish (changelog) and to write (one batch).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prepared {
+    /// One record per state write.
+    pub changelog: Vec<ChangelogRecord>,
+}
+
+/// Everything needed to rebuild an engine.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// Journeys by customer key.
+    pub journeys: Vec<(String, Journey)>,
+    /// Identifier → key identifier.
+    pub identities: Vec<(Identifier, Identifier)>,
+    /// Engine-wide state.
+    pub meta: EngineMeta,
+    /// Input offsets the state corresponds to.
+    pub offsets: Offsets,
+}
+
+/// Sizes and memory use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Estimated journeys.
+    pub journeys: u64,
+    /// Estimated identifiers.
+    pub identities: u64,
+    /// Live SST bytes.
+    pub sst_bytes: u64,
+    /// Memtable bytes.
+    pub memtable_bytes: u64,
+    /// Block cache bytes in use.
+    pub block_cache_bytes: u64,
+}
+
+/// The state store of one worker.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    cache: Cache,
+}
+
+fn identity_key(id: &Identifier) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.kind.len() + 1 + id.value.len());
+    k.extend_from_slice(id.kind.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.value.as_bytes());
+    k
+}
+
+fn parse_identity_key(k: &[u8]) -> Result<Identifier> {
+    let bad = || Error::Decode {
+        what: "identity key".into(),
+        message: "not type\\0value".into(),
+    };
+    let i = k.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    let s = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad());
+    Ok(Identifier {
+        kind: s(&k[..i])?,
+        value: s(&k[i + 1..])?,
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`. A directory that cannot be
+    /// opened or has another format is moved aside (never deleted) and a fresh
+    /// store is created, so that the caller rebuilds it from the changelog.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<(Store, Opened)> {
+        let existed = path.join("CURRENT").exists();
+        match Self::try_open(path, opts) {
+            Ok(store) => {
+                if !existed {
+                    store.put_format()?;
+                    return Ok((store, Opened::Fresh));
+                }
+                match store.format() {
+                    Ok(Some(codec::FORMAT_VERSION)) => Ok((store, Opened::Existing)),
+                    other => {
+                        let reason = match other {
+                            Ok(Some(v)) => format!(
+                                "format version {v}, this build writes {}",
+                                codec::FORMAT_VERSION
+                            ),
+                            Ok(None) => "no format marker".to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        drop(store);
+                        Self::rebuild(path, opts, reason)
+                    }
+                }
+            }
+            Err(e) if existed || path.exists() => Self::rebuild(path, opts, e.to_string()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rebuild(path: &Path, opts: StoreOptions, reason: String) -> Result<(Store, Opened)> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let moved_to = PathBuf::from(format!("{}.broken-{stamp}", path.display()));
+        warn!(path = %path.display(), moved_to = %moved_to.display(), reason = %reason, "state directory unusable: moved aside, rebuilding");
+        std::fs::rename(path, &moved_to).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let store = Self::try_open(path, opts)?;
+        store.put_format()?;
+        Ok((store, Opened::Rebuilt { moved_to, reason }))
+    }
+
+    fn try_open(path: &Path, opts: StoreOptions) -> Result<Store> {
+        let cache = Cache::new_lru_cache(opts.block_cache_bytes);
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+            opts.write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_bloom_filter(10.0, false);
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        cf_opts.set_write_buffer_size((opts.write_buffer_bytes / 4).max(1 << 20));
+        let mut db_opts = cf_opts.clone();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_write_buffer_manager(&wbm);
+        db_opts.set_max_open_files(256);
+        db_opts.set_paranoid_checks(true);
+        let cfs = CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+            .map_err(|e| Error::db(format!("open {}", path.display()), e))?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            cache,
+        })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
+    }
+
+    fn put_format(&self) -> Result<()> {
+        self.db
+            .put_cf(self.cf(CF_META), META_FORMAT, [codec::FORMAT_VERSION])
+            .map_err(|e| Error::db("write format marker", e))
+    }
+
+    fn format(&self) -> Result<Option<u8>> {
+        let v = self
+            .db
+            .get_cf(self.cf(CF_META), META_FORMAT)
+            .map_err(|e| Error::db("read format marker", e))?;
+        Ok(v.and_then(|v| v.first().copied()))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Encodes the engine's changes into changelog records (also what [`Store::write`] writes).
+    pub fn prepare(changes: &StateChanges) -> Prepared {
+        let mut changelog =
+            Vec::with_capacity(changes.journeys.len() + changes.identities.len() + 1);
+        for (key, j) in &changes.journeys {
+            let mut k = vec![TAG_JOURNEY];
+            k.extend_from_slice(key.as_bytes());
+            changelog.push(ChangelogRecord {
+                key: k,
+                value: j.as_ref().map(codec::encode),
+            });
+        }
+        for (id, key) in &changes.identities {
+            let mut k = vec![TAG_IDENTITY];
+            k.extend(identity_key(id));
+            changelog.push(ChangelogRecord {
+                key: k,
+                value: Some(codec::encode(key)),
+            });
+        }
+        let mut k = vec![TAG_META];
+        k.extend_from_slice(META_ENGINE);
+        changelog.push(ChangelogRecord {
+            key: k,
+            value: Some(codec::encode(&changes.meta)),
+        });
+        Prepared { changelog }
+    }
+
+    fn batch_records(&self, batch: &mut WriteBatch, records: &[ChangelogRecord]) -> Result<()> {
+        for r in records {
+            let (cf, key) = match r.key.split_first() {
+                Some((&TAG_JOURNEY, k)) => (CF_JOURNEYS, k),
+                Some((&TAG_IDENTITY, k)) => (CF_IDENTITIES, k),
+                Some((&TAG_META, k)) => (CF_META, k),
+                _ => {
+                    return Err(Error::Decode {
+                        what: "changelog key".into(),
+                        message: format!("unknown tag in {:?}", r.key),
+                    });
+                }
+            };
+            match &r.value {
+                Some(v) => batch.put_cf(self.cf(cf), key, v),
+                None => batch.delete_cf(self.cf(cf), key),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes prepared changes and the input offsets they correspond to in one
+    /// atomic batch: after a crash the store is exactly as of some `write`.
+    pub fn write(&self, prepared: &Prepared, offsets: &Offsets) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.batch_records(&mut batch, &prepared.changelog)?;
+        let mut all = self.offsets()?;
+        all.extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
+        batch.put_cf(self.cf(CF_META), META_OFFSETS, codec::encode(&all));
+        self.db
+            .write(batch)
+            .map_err(|e| Error::db("write batch", e))
+    }
+
+    /// Applies changelog records (a restore), in order, in one batch.
+    pub fn apply_changelog(&self, records: &[ChangelogRecord]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.batch_records(&mut batch, records)?;
+        self.db
+            .write(batch)
+            .map_err(|e| Error::db("write restored records", e))
+    }
+
+    /// Sets the input offsets (after a restore from the changelog).
+    pub fn set_offsets(&self, offsets: &Offsets) -> Result<()> {
+        self.db
+            .put_cf(self.cf(CF_META), META_OFFSETS, codec::encode(offsets))
+            .map_err(|e| Error::db("write offsets", e))
+    }
+
+    /// The input offsets stored with the state.
+    pub fn offsets(&self) -> Result<Offsets> {
+        match self
+            .db
+            .get_cf(self.cf(CF_META), META_OFFSETS)
+            .map_err(|e| Error::db("read offsets", e))?
+        {
+            Some(v) => codec::decode("offsets", &v),
+            None => Ok(Offsets::new()),
+        }
+    }
+
+    /// Reads the whole state (the engine keeps it in memory).
+    pub fn load(&self) -> Result<Loaded> {
+        let mut out = Loaded {
+            offsets: self.offsets()?,
+            ..Loaded::default()
+        };
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| Error::db("scan journeys", e))?;
+            let key = String::from_utf8(k.to_vec()).map_err(|_| Error::Decode {
+                what: "journey key".into(),
+                message: "not UTF-8".into(),
+            })?;
+            let j: Journey = codec::decode(&format!("journey {key}"), &v)?;
+            out.journeys.push((key, j));
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_IDENTITIES), IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| Error::db("scan identities", e))?;
+            out.identities
+                .push((parse_identity_key(&k)?, codec::decode("identity", &v)?));
+        }
+        if let Some(v) = self
+            .db
+            .get_cf(self.cf(CF_META), META_ENGINE)
+            .map_err(|e| Error::db("read engine meta", e))?
+        {
+            out.meta = codec::decode("engine meta", &v)?;
+        }
+        Ok(out)
+    }
+
+    /// Every key and value of every column family, for comparisons in tests and `inspect`.
+    pub fn dump(&self) -> Result<BTreeMap<String, Rows>> {
+        let mut out = BTreeMap::new();
+        for cf in CFS {
+            let mut rows = Vec::new();
+            for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| Error::db(format!("scan {cf}"), e))?;
+                rows.push((k.to_vec(), v.to_vec()));
+            }
+            out.insert(cf.to_string(), rows);
+        }
+        Ok(out)
+    }
+
+    /// A journey by customer key.
+    pub fn journey(&self, key: &str) -> Result<Option<Journey>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_JOURNEYS), key.as_bytes())
+            .map_err(|e| Error::db("read journey", e))?
+        {
+            Some(v) => Ok(Some(codec::decode(&format!("journey {key}"), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The key identifier of an identifier.
+    pub fn key_of(&self, id: &Identifier) -> Result<Option<Identifier>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_IDENTITIES), identity_key(id))
+            .map_err(|e| Error::db("read identity", e))?
+        {
+            Some(v) => Ok(Some(codec::decode("identity", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sizes and memory use.
+    pub fn stats(&self) -> StoreStats {
+        let prop = |cf: &str, name: &str| {
+            self.db
+                .property_int_value_cf(self.cf(cf), name)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        let sum = |name: &str| CFS.iter().map(|cf| prop(cf, name)).sum::<u64>();
+        StoreStats {
+            journeys: prop(CF_JOURNEYS, "rocksdb.estimate-num-keys"),
+            identities: prop(CF_IDENTITIES, "rocksdb.estimate-num-keys"),
+            sst_bytes: sum("rocksdb.live-sst-files-size"),
+            memtable_bytes: sum("rocksdb.cur-size-all-mem-tables"),
+            block_cache_bytes: self.cache.get_usage() as u64,
+        }
+    }
+}
