@@ -33,3 +33,10 @@ def test_journeys_survive_restarts_and_a_wiped_directory(topics, worker_factory)
     # A duplicate of an event applied before the wipe is still recognised.
     rows, _ = step(topics, worker_factory, "s1", T0, "purchase", 3)
     assert len(rows) == 3
+    # The stopped worker's directory can be inspected by any identifier.
+    import subprocess
+    from conftest import BIN
+    out = subprocess.run([BIN, "inspect", "customer_id:C-1"], env=topics.env(), capture_output=True, text=True, check=True).stdout
+    assert "funnel5: advocacy" in out and "touchpoints   3" in out, out
+    stats = subprocess.run([BIN, "inspect"], env=topics.env(), capture_output=True, text=True, check=True).stdout
+    assert "journeys          1" in stats, stats

@@ -59,6 +59,12 @@ enum Command {
     },
     /// Print the effective configuration (defaults, file and environment), secrets redacted.
     Config,
+    /// Show a customer's journey (by any identifier, `type:value`) or the store
+    /// statistics, from a stopped worker's state directory.
+    Inspect {
+        /// An identifier, e.g. `email:ana@example.com`; omit for statistics.
+        identifier: Option<String>,
+    },
 }
 
 fn init_logs(cfg: &Config) {
@@ -134,7 +140,56 @@ fn real_main(cli: Cli) -> Result<()> {
             print!("{}", cfg.redacted());
             Ok(())
         }
+        Command::Inspect { identifier } => inspect(&cfg, identifier.as_deref()),
     }
+}
+
+fn inspect(cfg: &Config, identifier: Option<&str>) -> Result<()> {
+    use journey_store::{Store, StoreOptions};
+    let dir = &cfg.state.dir;
+    if !dir.join("CURRENT").exists() {
+        anyhow::bail!("{} is not a state directory (set state.dir or JOURNEY__STATE__DIR)", dir.display());
+    }
+    let (store, _) = Store::open(dir, StoreOptions::default())?;
+    let Some(text) = identifier else {
+        let s = store.stats();
+        let loaded = store.load()?;
+        println!("state directory   {}", dir.display());
+        println!("journeys          {}", loaded.journeys.len());
+        println!("identifiers       {}", loaded.identities.len());
+        println!("pending events    {}", loaded.meta.pending.len());
+        println!("watermark         {}", loaded.meta.watermark);
+        println!("sst bytes         {}", s.sst_bytes);
+        println!("memtable bytes    {}", s.memtable_bytes);
+        for ((t, p), o) in &loaded.offsets {
+            println!("offset            {t}/{p} → {o}");
+        }
+        return Ok(());
+    };
+    let (kind, value) = text
+        .split_once(':')
+        .context("give the identifier as type:value, e.g. email:ana@example.com")?;
+    let id = journey_core::Identifier::new(kind, value);
+    let key = store.key_of(&id)?.with_context(|| format!("{id} is not known"))?;
+    let models = cfg.stage_models()?;
+    let journey = store.journey(&key.key())?.with_context(|| format!("no journey under {key}"))?;
+    let members: Vec<String> = store
+        .load()?
+        .identities
+        .into_iter()
+        .filter(|(_, k)| *k == key)
+        .map(|(i, _)| i.key())
+        .collect();
+    println!("customer key  {key}");
+    println!("identifiers   {}", members.join(", "));
+    for (model, stage) in journey.stages(&models) {
+        println!("stage         {model}: {}", stage.unwrap_or("-"));
+    }
+    println!("touchpoints   {} ({} kept)", journey.touch_count, journey.touchpoints.len());
+    for t in &journey.touchpoints {
+        println!("  {}  {:<14} {:<22} {}", t.time, t.channel, t.event_type, t.event_id);
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
