@@ -13,20 +13,29 @@ use journey_loadgen::{Generator, Record, Settings};
 use journey_store::{Offsets, Store, StoreOptions};
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let events = args.first().copied().unwrap_or(1_000_000) as usize;
     let customers = args.get(1).copied().unwrap_or(100_000);
-    let input: Vec<_> = Generator::new(Settings { customers, ..Settings::default() })
-        .filter_map(|r| match r {
-            Record::Event(e) | Record::Duplicate(e) => Some(e),
-            Record::Malformed(..) => None,
-        })
-        .take(events)
-        .collect();
+    let input: Vec<_> = Generator::new(Settings {
+        customers,
+        ..Settings::default()
+    })
+    .filter_map(|r| match r {
+        Record::Event(e) | Record::Duplicate(e) => Some(e),
+        Record::Malformed(..) => None,
+    })
+    .take(events)
+    .collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, _) = Store::open(&dir.path().join("state"), StoreOptions::default()).expect("open");
     let mut engine = Engine::new(
-        EngineConfig { out_of_order_ms: 3_600_000, ..EngineConfig::default() },
+        EngineConfig {
+            out_of_order_ms: 3_600_000,
+            ..EngineConfig::default()
+        },
         vec![StageModel::builtin("funnel5").expect("builtin")],
     );
     let mut out = Vec::new();
@@ -45,7 +54,10 @@ fn main() {
                 sizes.push(n);
             }
             store
-                .write(&prepared, &Offsets::from([(("in".to_string(), 0), i as i64 + 1)]))
+                .write(
+                    &prepared,
+                    &Offsets::from([(("in".to_string(), 0), i as i64 + 1)]),
+                )
                 .expect("write");
         }
     }
@@ -61,7 +73,10 @@ fn main() {
             .map(|(i, &n)| {
                 let mut key = vec![b'j'];
                 key.extend_from_slice(format!("k{b}-{i}").as_bytes());
-                journey_store::ChangelogRecord { key, value: Some(vec![1u8; n.saturating_sub(8).max(1)]) }
+                journey_store::ChangelogRecord {
+                    key,
+                    value: Some(vec![1u8; n.saturating_sub(8).max(1)]),
+                }
             })
             .collect();
         raw.apply_changelog(&records).expect("raw write");
@@ -69,12 +84,30 @@ fn main() {
     let raw_secs = started.elapsed().as_secs_f64();
     println!("events                      {events}");
     println!("customers (generator)       {customers}");
-    println!("engine+store                {:.0} events/s ({pipeline:.2}s)", events as f64 / pipeline);
-    println!("state writes                {writes} ({:.2} per event)", writes as f64 / events as f64);
-    println!("bytes written per event     {:.0}", bytes as f64 / events as f64);
-    println!("engine+store write rate     {:.0} writes/s", writes as f64 / pipeline);
-    println!("raw WriteBatch put rate     {:.0} writes/s ({raw_secs:.2}s, includes building the values)", writes as f64 / raw_secs);
+    println!(
+        "engine+store                {:.0} events/s ({pipeline:.2}s)",
+        events as f64 / pipeline
+    );
+    println!(
+        "state writes                {writes} ({:.2} per event)",
+        writes as f64 / events as f64
+    );
+    println!(
+        "bytes written per event     {:.0}",
+        bytes as f64 / events as f64
+    );
+    println!(
+        "engine+store write rate     {:.0} writes/s",
+        writes as f64 / pipeline
+    );
+    println!(
+        "raw WriteBatch put rate     {:.0} writes/s ({raw_secs:.2}s, includes building the values)",
+        writes as f64 / raw_secs
+    );
     println!("ratio (pipeline / raw)      {:.2}", raw_secs / pipeline);
     let s = store.stats();
-    println!("store                       {} journeys, {} identifiers (estimates), {} SST bytes", s.journeys, s.identities, s.sst_bytes);
+    println!(
+        "store                       {} journeys, {} identifiers (estimates), {} SST bytes",
+        s.journeys, s.identities, s.sst_bytes
+    );
 }

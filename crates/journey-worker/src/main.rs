@@ -148,7 +148,10 @@ fn inspect(cfg: &Config, identifier: Option<&str>) -> Result<()> {
     use journey_store::{Store, StoreOptions};
     let dir = &cfg.state.dir;
     if !dir.join("CURRENT").exists() {
-        anyhow::bail!("{} is not a state directory (set state.dir or JOURNEY__STATE__DIR)", dir.display());
+        anyhow::bail!(
+            "{} is not a state directory (set state.dir or JOURNEY__STATE__DIR)",
+            dir.display()
+        );
     }
     let (store, _) = Store::open(dir, StoreOptions::default())?;
     let Some(text) = identifier else {
@@ -170,9 +173,13 @@ fn inspect(cfg: &Config, identifier: Option<&str>) -> Result<()> {
         .split_once(':')
         .context("give the identifier as type:value, e.g. email:ana@example.com")?;
     let id = journey_core::Identifier::new(kind, value);
-    let key = store.key_of(&id)?.with_context(|| format!("{id} is not known"))?;
+    let key = store
+        .key_of(&id)?
+        .with_context(|| format!("{id} is not known"))?;
     let models = cfg.stage_models()?;
-    let journey = store.journey(&key.key())?.with_context(|| format!("no journey under {key}"))?;
+    let journey = store
+        .journey(&key.key())?
+        .with_context(|| format!("no journey under {key}"))?;
     let members: Vec<String> = store
         .load()?
         .identities
@@ -185,9 +192,16 @@ fn inspect(cfg: &Config, identifier: Option<&str>) -> Result<()> {
     for (model, stage) in journey.stages(&models) {
         println!("stage         {model}: {}", stage.unwrap_or("-"));
     }
-    println!("touchpoints   {} ({} kept)", journey.touch_count, journey.touchpoints.len());
+    println!(
+        "touchpoints   {} ({} kept)",
+        journey.touch_count,
+        journey.touchpoints.len()
+    );
     for t in &journey.touchpoints {
-        println!("  {}  {:<14} {:<22} {}", t.time, t.channel, t.event_type, t.event_id);
+        println!(
+            "  {}  {:<14} {:<22} {}",
+            t.time, t.channel, t.event_type, t.event_id
+        );
     }
     Ok(())
 }

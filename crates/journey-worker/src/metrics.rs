@@ -27,7 +27,7 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub transition_latency: HistogramVec,
-    pub watermark: IntGauge,
+    pub watermark: prometheus::Gauge,
     pub pending_events: IntGauge,
     pub timers_pending: IntGauge,
     pub customers: IntGauge,
@@ -95,13 +95,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(lag.clone())).expect("unique metric");
-        let info = IntCounterVec::new(
+        let info = prometheus::IntGaugeVec::new(
             Opts::new("journey_build_info", "Build information (always 1)."),
             &["version"],
         )
         .expect("valid metric");
         r.register(Box::new(info.clone())).expect("unique metric");
-        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
             consumed: counter(r, "journey_records_consumed_total", "Input records read."),
             applied: counter(
@@ -165,11 +165,15 @@ impl Metrics {
                 fast,
             ),
             transition_latency: latency,
-            watermark: gauge(
-                r,
-                "journey_watermark_milliseconds",
-                "Event-time watermark (Unix milliseconds).",
-            ),
+            watermark: {
+                let g = prometheus::Gauge::new(
+                    "journey_watermark_seconds",
+                    "Event-time watermark (Unix seconds).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             pending_events: gauge(
                 r,
                 "journey_pending_events",

@@ -333,7 +333,9 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             .duplicates
             .inc_by(stats.duplicates - metrics.duplicates.get());
         metrics.late.inc_by(stats.late - metrics.late.get());
-        metrics.watermark.set(engine.watermark().max(0));
+        metrics
+            .watermark
+            .set(engine.watermark().max(0) as f64 / 1000.0);
         metrics.pending_events.set(engine.pending() as i64);
         metrics.timers_pending.set(engine.timers_pending() as i64);
         metrics

@@ -1,0 +1,63 @@
+"""Metrics and health endpoints of a running worker, checked with promtool."""
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+
+from avro_util import encode, event
+from conftest import produce, read_all
+
+T0 = 1_767_225_600_000
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def value(text, name):
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_metrics_pass_promtool_and_counts_reconcile(topics, worker_factory):
+    port = free_port()
+    w = worker_factory(topics, JOURNEY__HTTP__LISTEN=f'"127.0.0.1:{port}"')
+    base = f"http://127.0.0.1:{port}"
+    good = [(b"k", encode("InteractionEvent", event(f"m{i}", T0 + i, "web", "page_view", [("anonymous_id", f"a{i % 7}")])))
+            for i in range(50)]
+    dup = [good[0], good[1]]
+    bad = [(b"k", b"junk"), (b"k", b"\x00\x00\x00\x03\xe9\xff")]
+    produce(topics.bootstrap, topics.input, good + dup + bad)
+    read_all(topics.bootstrap, topics.dead_letters, expect=2)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        status, text = get(base + "/metrics")
+        if value(text, "journey_records_consumed_total") >= 54 and value(text, "journey_commits_total") >= 1:
+            break
+        time.sleep(0.5)
+    assert get(base + "/health/live")[0] == 200
+    assert get(base + "/health/ready")[0] == 200
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    consumed = value(text, "journey_records_consumed_total")
+    applied = value(text, "journey_events_applied_total")
+    dups = value(text, "journey_events_duplicate_total")
+    dead = sum(float(v) for v in re.findall(r'^journey_dead_letters_total\{[^}]*\} (\S+)$', text, re.M))
+    pending = value(text, "journey_pending_events")
+    assert consumed == 54 and dead == 2 and dups == 2, text
+    assert consumed == applied + dups + dead + pending
+    assert 'journey_transitions_total{cause="touchpoint",from="none",model="funnel5",to="awareness"} 7' in text
+    assert w.terminate() == 0
