@@ -16,11 +16,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 VENV="$JOURNEY_CACHE/venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import confluent_kafka, fastavro, pytest" 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import confluent_kafka, fastavro, pytest, yaml" 2>/dev/null; then
   log "installing Python test clients into $VENV"
   mkdir -p "$JOURNEY_CACHE"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check confluent-kafka fastavro pytest
+  "$VENV/bin/pip" install -q --disable-pip-version-check confluent-kafka fastavro pytest pyyaml
 fi
 
 if [ -n "${JOURNEY_BOOTSTRAP:-}" ]; then

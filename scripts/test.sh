@@ -17,6 +17,15 @@ log "cargo test (unit, property, store)"
 cargo test -q --workspace
 log "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
+log "deploy/: alert rules (promtool), manifests, dashboard"
+promtool check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && promtool test rules alerts_test.yml)
+"$JOURNEY_CACHE/venv/bin/python" "$JOURNEY_ROOT/scripts/check_deploy.py"
+if command -v kubectl >/dev/null 2>&1; then
+  kubectl kustomize deploy/kubernetes --load-restrictor LoadRestrictionsNone >/dev/null
+else
+  log "kubectl not found: skipping the kustomize build of deploy/kubernetes"
+fi
 log "end-to-end tests against a real broker"
 "$JOURNEY_CACHE/venv/bin/python" -m pytest -q -x "$JOURNEY_ROOT/tests/e2e" -p no:cacheprovider
 log "all tests passed"

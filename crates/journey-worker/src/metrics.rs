@@ -34,6 +34,7 @@ pub struct Metrics {
     pub identifiers: IntGauge,
     pub event_time_lag: prometheus::Gauge,
     pub rebalances: IntGauge,
+    pub ready: IntGauge,
     /// Health flags read by `/health/*`.
     pub health: Arc<Health>,
 }
@@ -187,6 +188,11 @@ impl Metrics {
                 r,
                 "journey_rebalances",
                 "Consumer group rebalances seen by this worker.",
+            ),
+            ready: gauge(
+                r,
+                "journey_ready",
+                "1 when partitions are assigned and state is restored, else 0.",
             ),
             health: Arc::new(Health::default()),
         }

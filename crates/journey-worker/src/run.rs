@@ -270,6 +270,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         metrics.rebalances.set(consumer.rebalances() as i64);
         if !metrics.health.ready.load(Ordering::Relaxed) && !consumer.assignment()?.is_empty() {
             metrics.health.ready.store(true, Ordering::Relaxed);
+            metrics.ready.set(1);
             info!("partitions assigned: ready");
         }
         let started = Instant::now();
