@@ -61,3 +61,46 @@ def test_metrics_pass_promtool_and_counts_reconcile(topics, worker_factory):
     assert consumed == applied + dups + dead + pending
     assert 'journey_transitions_total{cause="touchpoint",from="none",model="funnel5",to="awareness"} 7' in text
     assert w.terminate() == 0
+
+
+def test_a_real_prometheus_scrapes_the_worker(topics, worker_factory, tmp_path):
+    import json
+    import urllib.parse
+    wport, pport = free_port(), free_port()
+    w = worker_factory(topics, JOURNEY__HTTP__LISTEN=f'"127.0.0.1:{wport}"')
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs: [{{job_name: journey, static_configs: [{{targets: ['127.0.0.1:{wport}']}}]}}]\n")
+    log = open(tmp_path / "prometheus.log", "w")
+    prom = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{pport}"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def query(q):
+            url = f"http://127.0.0.1:{pport}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+            status, body = get(url)
+            return json.loads(body)["data"]["result"] if status == 200 else []
+
+        deadline = time.time() + 60
+        sent = 0
+        moving = []
+        while time.time() < deadline and not moving:
+            batch = [(b"k", encode("InteractionEvent", event(f"p{sent + i}", T0 + sent + i, "web", "page_view",
+                                                             [("anonymous_id", f"x{sent + i}")]))) for i in range(20)]
+            produce(topics.bootstrap, topics.input, batch)
+            sent += 20
+            time.sleep(1)
+            moving = query("rate(journey_transitions_total[10s]) > 0")
+        assert moving, "rate(journey_transitions_total[10s]) never became positive"
+        assert query('up{job="journey"} == 1')
+        for series in ("journey_records_consumed_total", "journey_commit_seconds_bucket", "journey_ready",
+                       "journey_transition_latency_seconds_bucket", "journey_customers"):
+            assert query(series), f"{series} missing in Prometheus"
+    finally:
+        prom.terminate()
+        try:
+            prom.wait(15)
+        except subprocess.TimeoutExpired:
+            prom.kill()
+            prom.wait()
+        w.terminate()
