@@ -85,8 +85,9 @@ def test_a_real_prometheus_scrapes_the_worker(topics, worker_factory, tmp_path):
         sent = 0
         moving = []
         while time.time() < deadline and not moving:
-            batch = [(b"k", encode("InteractionEvent", event(f"p{sent + i}", T0 + sent + i, "web", "page_view",
-                                                             [("anonymous_id", f"x{sent + i}")]))) for i in range(20)]
+            batch = [(f"k{i}".encode(), encode("InteractionEvent", event(
+                f"p{sent + i}", T0 + sent + i, "web", "page_view", [("anonymous_id", f"x{sent + i}")])))
+                for i in range(20)]
             produce(topics.bootstrap, topics.input, batch)
             sent += 20
             time.sleep(1)
@@ -96,6 +97,12 @@ def test_a_real_prometheus_scrapes_the_worker(topics, worker_factory, tmp_path):
         for series in ("journey_records_consumed_total", "journey_commit_seconds_bucket", "journey_ready",
                        "journey_transition_latency_seconds_bucket", "journey_customers"):
             assert query(series), f"{series} missing in Prometheus"
+        # Consumer lag comes from librdkafka statistics (every 5 s), per partition.
+        deadline = time.time() + 20
+        while time.time() < deadline and not query("journey_consumer_lag_records"):
+            time.sleep(1)
+        lag = query("journey_consumer_lag_records")
+        assert {r["metric"]["partition"] for r in lag} == {"0", "1", "2"}, lag
     finally:
         prom.terminate()
         try:

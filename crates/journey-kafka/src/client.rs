@@ -90,9 +90,25 @@ pub struct OutputRecord {
 pub struct Ctx {
     failed_deliveries: AtomicU64,
     rebalances: AtomicU64,
+    lag: std::sync::Mutex<BTreeMap<Partition, i64>>,
 }
 
 impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (&partition, p) in &t.partitions {
+                // Last stable offset (the end for read_committed); -1: unknown.
+                if partition >= 0 && p.ls_offset >= 0 {
+                    lag.insert((topic.clone(), partition), p.ls_offset);
+                }
+            }
+        }
+        if let Ok(mut l) = self.lag.lock() {
+            *l = lag;
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -157,6 +173,7 @@ impl Consumer {
                 ("isolation.level", "read_committed"),
                 ("partition.assignment.strategy", "cooperative-sticky"),
                 ("queued.max.messages.kbytes", "65536"),
+                ("statistics.interval.ms", "5000"),
             ])
             .create_with_context(Ctx::default())
             .map_err(|e| Error::kafka("create consumer", e))?;
@@ -361,6 +378,17 @@ impl Consumer {
         self.inner
             .commit(&tpl(offsets)?, CommitMode::Sync)
             .map_err(|e| Error::kafka("commit offsets", e))
+    }
+
+    /// End (last stable offset) of each partition the consumer fetches, from
+    /// librdkafka statistics (every 5 s). Lag is this minus the position.
+    pub fn partition_ends(&self) -> BTreeMap<Partition, i64> {
+        self.inner
+            .context()
+            .lag
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Rebalances seen so far.

@@ -35,6 +35,12 @@ pub struct Metrics {
     pub event_time_lag: prometheus::Gauge,
     pub rebalances: IntGauge,
     pub ready: IntGauge,
+    pub consumer_lag: prometheus::IntGaugeVec,
+    pub state_sst_bytes: IntGauge,
+    pub state_memtable_bytes: IntGauge,
+    pub state_block_cache_bytes: IntGauge,
+    pub restore_records: IntGauge,
+    pub restore_seconds: prometheus::Gauge,
     /// Health flags read by `/health/*`.
     pub health: Arc<Health>,
 }
@@ -189,6 +195,44 @@ impl Metrics {
                 "journey_rebalances",
                 "Consumer group rebalances seen by this worker.",
             ),
+            consumer_lag: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new("journey_consumer_lag_records", "Records behind the end of each assigned input partition (librdkafka statistics)."),
+                    &["topic", "partition"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            state_sst_bytes: gauge(
+                r,
+                "journey_state_sst_bytes",
+                "Live RocksDB SST bytes of the state store.",
+            ),
+            state_memtable_bytes: gauge(
+                r,
+                "journey_state_memtable_bytes",
+                "RocksDB memtable bytes of the state store.",
+            ),
+            state_block_cache_bytes: gauge(
+                r,
+                "journey_state_block_cache_bytes",
+                "RocksDB block cache bytes in use.",
+            ),
+            restore_records: gauge(
+                r,
+                "journey_restore_records",
+                "Changelog records read by the last restore (0: the local state was current).",
+            ),
+            restore_seconds: {
+                let g = prometheus::Gauge::new(
+                    "journey_restore_duration_seconds",
+                    "Duration of the last state restore or load at start-up.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             ready: gauge(
                 r,
                 "journey_ready",

@@ -203,7 +203,10 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     let txn_id = format!("{}-worker-{}", cfg.kafka.application_id, instance_suffix());
     let producer = Producer::new(&client, eos.then_some(txn_id.as_str()), p.kafka_timeout)
         .context("cannot create the producer (is the broker reachable, and does it support transactions?)")?;
-    let (store, mut engine) = open_state(&cfg, &client, &consumer, models)?;
+    let (store, mut engine) = open_state(&cfg, &client, &consumer, models, &metrics)?;
+    let mut lag_labels: Vec<Partition> = Vec::new();
+    // Next offset to read per partition (for the lag gauge).
+    let mut positions: BTreeMap<Partition, i64> = BTreeMap::new();
     consumer.subscribe(&[&cfg.topics.input])?;
     info!(input = %cfg.topics.input, group = %group, mode = ?p.mode, models = ?engine.models().iter().map(|m| m.name()).collect::<Vec<_>>(), "worker started");
     let router = Router {
@@ -246,6 +249,12 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             producer.flush(p.kafka_timeout)?;
             consumer.commit(offsets)?;
         }
+        let s = store.stats();
+        metrics.state_sst_bytes.set(s.sst_bytes as i64);
+        metrics.state_memtable_bytes.set(s.memtable_bytes as i64);
+        metrics
+            .state_block_cache_bytes
+            .set(s.block_cache_bytes as i64);
         store
             .write(&prepared, offsets)
             .context("the transaction committed but the local state could not be written; a restart restores from the changelog")?;
@@ -268,6 +277,29 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         metrics.health.heartbeat.store(now_ms(), Ordering::Relaxed);
         let records = consumer.poll_batch(p.max_poll_records, Duration::from_millis(50))?;
         metrics.rebalances.set(consumer.rebalances() as i64);
+        // Lag per assigned partition; label sets of partitions no longer
+        // reported (revoked) are removed.
+        let assigned = consumer.assignment()?;
+        let lag: BTreeMap<Partition, i64> = consumer
+            .partition_ends()
+            .into_iter()
+            .filter(|(tp, _)| assigned.contains(tp))
+            .filter_map(|(tp, end)| positions.get(&tp).map(|&pos| (tp, (end - pos).max(0))))
+            .collect();
+        for (t, p) in lag_labels.drain(..) {
+            if !lag.contains_key(&(t.clone(), p)) {
+                let _ = metrics
+                    .consumer_lag
+                    .remove_label_values(&[&t, &p.to_string()]);
+            }
+        }
+        for ((t, p), l) in &lag {
+            metrics
+                .consumer_lag
+                .with_label_values(&[t, &p.to_string()])
+                .set(*l);
+            lag_labels.push((t.clone(), *p));
+        }
         if !metrics.health.ready.load(Ordering::Relaxed) && !consumer.assignment()?.is_empty() {
             metrics.health.ready.store(true, Ordering::Relaxed);
             metrics.ready.set(1);
@@ -284,6 +316,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         for rec in &records {
             metrics.consumed.inc();
             offsets.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+            positions.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
             since_commit += 1;
             let payload = rec.value.as_deref().unwrap_or_default();
             match codec.decode_event(payload) {
@@ -407,7 +440,9 @@ fn open_state(
     client: &ClientConfig,
     consumer: &Consumer,
     models: Vec<journey_core::StageModel>,
+    metrics: &Metrics,
 ) -> Result<(Store, Engine)> {
+    let started = Instant::now();
     let p = &cfg.processing;
     let opts = StoreOptions {
         block_cache_bytes: cfg.state.block_cache_bytes,
@@ -444,6 +479,7 @@ fn open_state(
             store.apply_changelog(chunk)?;
         }
         store.set_offsets(&committed)?;
+        metrics.restore_records.set(changelog.len() as i64);
         info!(
             records = changelog.len(),
             seconds = started.elapsed().as_secs_f64(),
@@ -453,6 +489,7 @@ fn open_state(
         info!(dir = %dir.display(), ?opened, "local state is current");
     }
     let loaded = store.load().context("cannot load the state")?;
+    metrics.restore_seconds.set(started.elapsed().as_secs_f64());
     info!(
         journeys = loaded.journeys.len(),
         identifiers = loaded.identities.len(),
