@@ -60,6 +60,7 @@ def test_metrics_pass_promtool_and_counts_reconcile(topics, worker_factory):
     assert consumed == 54 and dead == 2 and dups == 2, text
     assert consumed == applied + dups + dead + pending
     assert 'journey_transitions_total{cause="touchpoint",from="none",model="funnel5",to="awareness"} 7' in text
+    assert value(text, "process_resident_memory_bytes") > 0
     assert w.terminate() == 0
 
 

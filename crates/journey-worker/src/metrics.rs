@@ -109,6 +109,11 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(info.clone())).expect("unique metric");
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes, open fds...
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
         Metrics {
             consumed: counter(r, "journey_records_consumed_total", "Input records read."),
             applied: counter(
