@@ -147,6 +147,28 @@ impl ProducerContext for Ctx {
     }
 }
 
+fn input_record(m: &rdkafka::message::BorrowedMessage<'_>) -> InputRecord {
+    InputRecord {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| Header {
+                        name: h.key.to_string(),
+                        value: String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// A consumer (blocking API; call from a dedicated thread).
 pub struct Consumer {
     inner: BaseConsumer<Ctx>,
@@ -218,26 +240,7 @@ impl Consumer {
         while out.len() < max {
             match self.inner.poll(wait) {
                 None => break,
-                Some(Ok(m)) => out.push(InputRecord {
-                    topic: m.topic().to_string(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    timestamp: m.timestamp().to_millis(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    headers: m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| Header {
-                                    name: h.key.to_string(),
-                                    value: String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                }),
+                Some(Ok(m)) => out.push(input_record(&m)),
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
@@ -282,15 +285,7 @@ impl Consumer {
             match c.inner.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     let offset = m.offset();
-                    out.push(InputRecord {
-                        topic: m.topic().to_string(),
-                        partition: m.partition(),
-                        offset,
-                        timestamp: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        headers: Vec::new(),
-                    });
+                    out.push(input_record(&m));
                     if offset + 1 >= high {
                         return Ok(out);
                     }
@@ -344,22 +339,6 @@ impl Consumer {
             .elements()
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
-            .collect())
-    }
-
-    /// Committed offsets of the group for the assigned partitions.
-    pub fn committed(&self, timeout: Duration) -> Result<BTreeMap<Partition, i64>> {
-        let list = self
-            .inner
-            .committed(timeout)
-            .map_err(|e| Error::kafka("committed offsets", e))?;
-        Ok(list
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
             .collect())
     }
 
