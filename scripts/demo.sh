@@ -29,6 +29,7 @@ fi
 log "broker at $BOOTSTRAP"
 export JOURNEY__KAFKA__BROKERS="\"$BOOTSTRAP\""
 export JOURNEY__HTTP__LISTEN="\"127.0.0.1:0\""
+export JOURNEY__STATE__DIR="\"$STATE/state\""
 "$JOURNEY_BIN" topics
 "$JOURNEY_BIN" run 2>"$STATE/worker.log" &
 PIDS+=($!)
