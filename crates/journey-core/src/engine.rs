@@ -289,7 +289,9 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<Submitted, EventError> {
         event.validate()?;
-        let (usable, blocked) = self.identity.usable(&event.identifiers);
+        let (usable, blocked) = self
+            .identity
+            .usable_owned(std::mem::take(&mut event.identifiers));
         if usable.is_empty() {
             let list: Vec<String> = blocked.iter().map(Identifier::key).collect();
             return Err(EventError::AllIdentifiersBlocked(list.join(", ")));
@@ -444,12 +446,13 @@ impl Engine {
             return;
         }
         self.stats.applied += 1;
-        let tp = event.touchpoint();
+        let time = event.time;
+        let tp = event.into_touchpoint();
         if journey.is_in_order(&tp) {
             let mut changes = std::mem::take(&mut self.changes);
             journey.apply_in_order(&self.models, tp, &mut changes);
             if !changes.is_empty() {
-                let trig = trigger();
+                let trig = trigger_of(journey.touchpoints.last().expect("just applied"));
                 for (model, change, timer) in changes.drain(..) {
                     let (cause, trig) = if timer {
                         (Cause::Timer, None)
@@ -466,14 +469,8 @@ impl Engine {
                 .touchpoints
                 .partition_point(|t| t.order_key() < tp.order_key());
             journey.touchpoints.insert(at, tp);
-            self.recompute(
-                &key,
-                &mut journey,
-                Cause::LateEvent,
-                &trigger(),
-                event.time,
-                out,
-            );
+            let trig = trigger_of(&journey.touchpoints[at]);
+            self.recompute(&key, &mut journey, Cause::LateEvent, &trig, time, out);
         }
         let min_time = self
             .watermark
@@ -614,6 +611,14 @@ impl Engine {
             touchpoints: journey.touch_count,
             channel_counts: journey.channel_counts.clone(),
         }));
+    }
+}
+
+fn trigger_of(tp: &crate::Touchpoint) -> TriggerRef {
+    TriggerRef {
+        event_id: tp.event_id.clone(),
+        channel: tp.channel.clone(),
+        event_type: tp.event_type.clone(),
     }
 }
 

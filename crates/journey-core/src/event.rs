@@ -56,6 +56,18 @@ impl Event {
         Ok(())
     }
 
+    /// The journey-relevant part of the event, moved out of it.
+    pub fn into_touchpoint(self) -> Touchpoint {
+        Touchpoint {
+            event_id: self.event_id,
+            time: self.time,
+            channel: self.channel,
+            event_type: self.event_type,
+            offline: self.offline,
+            properties: self.properties,
+        }
+    }
+
     /// The journey-relevant part of the event.
     pub fn touchpoint(&self) -> Touchpoint {
         Touchpoint {

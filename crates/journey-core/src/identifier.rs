@@ -30,6 +30,20 @@ impl Identifier {
         Identifier { kind, value }
     }
 
+    /// Normalises in place, allocating only when something changes.
+    pub fn normalize(&mut self) {
+        let kind_ok = self.kind.trim().len() == self.kind.len()
+            && !self.kind.bytes().any(|b| b.is_ascii_uppercase());
+        if !kind_ok {
+            self.kind = self.kind.trim().to_ascii_lowercase();
+        }
+        let value_ok = self.value.trim().len() == self.value.len()
+            && (self.kind != "email" || !self.value.chars().any(char::is_uppercase));
+        if !value_ok {
+            *self = Identifier::new(&self.kind, &self.value);
+        }
+    }
+
     /// The written form `type:value`, which is also a customer key.
     pub fn key(&self) -> String {
         format!("{}:{}", self.kind, self.value)

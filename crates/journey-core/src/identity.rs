@@ -225,9 +225,14 @@ impl IdentityGraph {
     /// Splits identifiers into usable (normalised, deduplicated, highest priority
     /// first) and blocked ones.
     pub fn usable(&self, ids: &[Identifier]) -> (Vec<Identifier>, Vec<Identifier>) {
+        self.usable_owned(ids.to_vec())
+    }
+
+    /// [`IdentityGraph::usable`] on an owned list, normalising in place.
+    pub fn usable_owned(&self, mut ids: Vec<Identifier>) -> (Vec<Identifier>, Vec<Identifier>) {
+        ids.iter_mut().for_each(Identifier::normalize);
         let (mut ok, blocked): (Vec<Identifier>, Vec<Identifier>) = ids
-            .iter()
-            .map(|i| Identifier::new(&i.kind, &i.value))
+            .into_iter()
             .partition(|i| !i.kind.is_empty() && !self.guards.is_blocked(&i.value));
         ok.sort_by(|a, b| self.priority.compare(a, b));
         ok.dedup();
@@ -276,6 +281,17 @@ impl IdentityGraph {
     ///
     /// Panics if `ids` is empty.
     pub fn link(&mut self, ids: &[Identifier]) -> LinkOutcome {
+        if let [only] = ids
+            && let Some(&n) = self.index.get(only)
+        {
+            let root = self.find(n);
+            return LinkOutcome {
+                key: self.ids[self.components[&root].key as usize].clone(),
+                absorbed: Vec::new(),
+                linked: Vec::new(),
+                rejected: Vec::new(),
+            };
+        }
         let mut linked = Vec::new();
         let mut rejected = Vec::new();
         let (anchor, _) = self.intern(&ids[0]);

@@ -84,7 +84,12 @@ impl Journey {
 
     pub(crate) fn count(&mut self, tp: &Touchpoint) {
         self.touch_count += 1;
-        *self.channel_counts.entry(tp.channel.clone()).or_default() += 1;
+        match self.channel_counts.get_mut(&tp.channel) {
+            Some(n) => *n += 1,
+            None => {
+                self.channel_counts.insert(tp.channel.clone(), 1);
+            }
+        }
     }
 
     /// Applies an in-order touchpoint: due timers first, then the rules.
