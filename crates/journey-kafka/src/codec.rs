@@ -482,6 +482,19 @@ impl Codec {
     }
 }
 
+/// Reads interaction events from an Avro object container file (as written
+/// by any Avro library with `schemas/InteractionEvent.avsc`). Each item is an
+/// event or why that record is not one.
+pub fn read_container_events<R: std::io::Read>(
+    reader: R,
+) -> Result<impl Iterator<Item = Result<Event, String>>, String> {
+    static SCHEMA: std::sync::LazyLock<Schema> =
+        std::sync::LazyLock::new(|| parse("InteractionEvent"));
+    // The reader resolves the file's writer schema into ours.
+    let values = apache_avro::Reader::with_schema(&SCHEMA, reader).map_err(|e| e.to_string())?;
+    Ok(values.map(|v| v.map_err(|e| e.to_string()).and_then(event_from_value)))
+}
+
 type Fields = BTreeMap<String, Value>;
 
 fn fields(v: Value) -> Result<Fields, String> {

@@ -14,5 +14,8 @@ pub use admin::{TopicSpec, ensure_topics};
 pub use client::{
     ClientConfig, Consumer, Header, InputRecord, OutputRecord, Partition, Producer, SharedProducer,
 };
-pub use codec::{Codec, DeadLetter, DecodeError, MAGIC, SchemaIds, frame, schema_text, unframe};
+pub use codec::{
+    Codec, DeadLetter, DecodeError, MAGIC, SchemaIds, frame, read_container_events, schema_text,
+    unframe,
+};
 pub use error::{Error, Result};

@@ -11,8 +11,9 @@ use crate::config::Config;
 /// Options of `journey replay`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// JSON-lines file of events (`-` for standard input), as written by
-    /// `journey produce --to-file`.
+    /// Events: a JSON-lines file (`-` for standard input), as written by
+    /// `journey produce --to-file`, or an Avro object container file written
+    /// with `schemas/InteractionEvent.avsc` (recognised by its magic bytes).
     input: PathBuf,
     /// Write transitions here as JSON lines (default: standard output).
     #[arg(long, short)]
@@ -25,7 +26,32 @@ pub struct Args {
 /// Runs the replay.
 pub fn replay(cfg: &Config, args: Args) -> Result<()> {
     let mut engine = Engine::new(cfg.engine.clone(), cfg.stage_models()?);
-    let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
+    let mut outs = Vec::new();
+    let (mut lines, mut invalid) = (0u64, 0u64);
+    let is_container = args.input.as_os_str() != "-"
+        && std::fs::File::open(&args.input)
+            .and_then(|mut f| {
+                let mut magic = [0u8; 4];
+                std::io::Read::read_exact(&mut f, &mut magic).map(|_| magic == *b"Obj\x01")
+            })
+            .unwrap_or(false);
+    let container: Vec<Result<Event, String>> = if is_container {
+        let f = std::fs::File::open(&args.input)
+            .with_context(|| format!("cannot open {}", args.input.display()))?;
+        journey_kafka::read_container_events(std::io::BufReader::new(f))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not a readable Avro container file: {e}",
+                    args.input.display()
+                )
+            })?
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let reader: Box<dyn BufRead> = if is_container {
+        Box::new(std::io::empty())
+    } else if args.input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::io::BufReader::new(
@@ -39,8 +65,6 @@ pub fn replay(cfg: &Config, args: Args) -> Result<()> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut outs = Vec::new();
-    let (mut lines, mut invalid) = (0u64, 0u64);
     let write = |outs: &mut Vec<Output>, out: &mut Box<dyn Write>| -> Result<()> {
         for o in outs.drain(..) {
             if let Output::Transition(t) = o {
@@ -50,6 +74,19 @@ pub fn replay(cfg: &Config, args: Args) -> Result<()> {
         }
         Ok(())
     };
+    for (n, item) in container.into_iter().enumerate() {
+        lines += 1;
+        match item
+            .map_err(anyhow::Error::msg)
+            .and_then(|e| engine.submit(e, &mut outs).map_err(anyhow::Error::from))
+        {
+            Ok(_) => write(&mut outs, &mut out)?,
+            Err(e) => {
+                invalid += 1;
+                eprintln!("record {}: refused: {e}", n + 1);
+            }
+        }
+    }
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
