@@ -40,3 +40,19 @@ def test_journeys_survive_restarts_and_a_wiped_directory(topics, worker_factory)
     assert "funnel5: advocacy" in out and "touchpoints   3" in out, out
     stats = subprocess.run([BIN, "inspect"], env=topics.env(), capture_output=True, text=True, check=True).stdout
     assert "journeys          1" in stats, stats
+
+
+def test_at_least_once_mode_emits_and_resumes(topics, worker_factory):
+    env = {"JOURNEY__PROCESSING__MODE": '"at-least-once"'}
+    w = worker_factory(topics, **env)
+    produce(topics.bootstrap, topics.input,
+            [(b"customer_id:C-2", encode("InteractionEvent", event("a1", T0, "store", "purchase", [("customer_id", "C-2")])))])
+    assert len(read_all(topics.bootstrap, topics.transitions, expect=1)) == 1
+    assert w.terminate() == 0
+    w = worker_factory(topics, **env)
+    produce(topics.bootstrap, topics.input,
+            [(b"customer_id:C-2", encode("InteractionEvent", event("a2", T0 + HOUR, "store", "purchase", [("customer_id", "C-2")])))])
+    msgs = read_all(topics.bootstrap, topics.transitions, expect=2)
+    assert w.terminate() == 0
+    rows = sorted((decode("StageTransition", m.value()) for m in msgs), key=lambda t: t["sequence"])
+    assert [(t["sequence"], t["to_stage"]) for t in rows] == [(1, "purchase"), (2, "retention")]
