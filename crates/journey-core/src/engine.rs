@@ -446,7 +446,6 @@ impl Engine {
             return;
         }
         self.stats.applied += 1;
-        let time = event.time;
         let tp = event.into_touchpoint();
         if journey.is_in_order(&tp) {
             let mut changes = std::mem::take(&mut self.changes);
@@ -470,7 +469,7 @@ impl Engine {
                 .partition_point(|t| t.order_key() < tp.order_key());
             journey.touchpoints.insert(at, tp);
             let trig = trigger_of(&journey.touchpoints[at]);
-            self.recompute(&key, &mut journey, Cause::LateEvent, &trig, time, out);
+            self.recompute(&key, &mut journey, Cause::LateEvent, &trig, out);
         }
         let min_time = self
             .watermark
@@ -489,7 +488,6 @@ impl Engine {
         journey: &mut Journey,
         cause: Cause,
         trigger: &TriggerRef,
-        time: Millis,
         out: &mut Vec<Output>,
     ) {
         let replayed = journey.replay(&self.models, self.watermark);
@@ -499,7 +497,7 @@ impl Engine {
                 let change = Change {
                     from: emitted.stage,
                     to,
-                    at: state.entered_at.max(time.min(state.entered_at)),
+                    at: state.entered_at,
                     previous_entered: emitted.at,
                 };
                 journey.models[i] = state;
@@ -554,14 +552,7 @@ impl Engine {
             absorb(&mut survivor, other);
         }
         if !moved_only {
-            self.recompute(
-                &key_str,
-                &mut survivor,
-                Cause::Merge,
-                trigger,
-                event.time,
-                out,
-            );
+            self.recompute(&key_str, &mut survivor, Cause::Merge, trigger, out);
         }
         survivor.next_due = None;
         self.schedule(&key_str, &mut survivor);

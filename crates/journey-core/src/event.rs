@@ -67,18 +67,6 @@ impl Event {
             properties: self.properties,
         }
     }
-
-    /// The journey-relevant part of the event.
-    pub fn touchpoint(&self) -> Touchpoint {
-        Touchpoint {
-            event_id: self.event_id.clone(),
-            time: self.time,
-            channel: self.channel.clone(),
-            event_type: self.event_type.clone(),
-            offline: self.offline,
-            properties: self.properties.clone(),
-        }
-    }
 }
 
 /// A touchpoint recorded in a journey.

@@ -1,7 +1,6 @@
 //! Blocking consumer and (transactional) producer over librdkafka.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -514,6 +513,3 @@ impl Producer {
         self.transactional
     }
 }
-
-/// Shared handle type, for callers that keep producers in an `Arc`.
-pub type SharedProducer = Arc<Producer>;

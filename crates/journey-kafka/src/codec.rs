@@ -181,6 +181,20 @@ pub struct Codec {
     link: Schema,
 }
 
+/// Unframes a payload, checks its schema id and decodes exactly one datum.
+fn datum(schema: &Schema, expected: u32, payload: &[u8]) -> Result<Value, DecodeError> {
+    let (found, mut bytes) = unframe(payload)?;
+    if found != expected {
+        return Err(DecodeError::UnknownSchemaId { found, expected });
+    }
+    let value = from_avro_datum(schema, &mut bytes, None)
+        .map_err(|e| DecodeError::InvalidAvro(e.to_string()))?;
+    if !bytes.is_empty() {
+        return Err(DecodeError::TrailingBytes(bytes.len()));
+    }
+    Ok(value)
+}
+
 fn parse(name: &str) -> Schema {
     Schema::parse_str(schema_text(name).expect("bundled")).expect("bundled schemas are valid")
 }
@@ -300,18 +314,7 @@ impl Codec {
                 limit: self.max_payload,
             });
         }
-        let (id, mut datum) = unframe(payload)?;
-        if id != self.ids.interaction_event {
-            return Err(DecodeError::UnknownSchemaId {
-                found: id,
-                expected: self.ids.interaction_event,
-            });
-        }
-        let value = from_avro_datum(&self.event, &mut datum, None)
-            .map_err(|e| DecodeError::InvalidAvro(e.to_string()))?;
-        if !datum.is_empty() {
-            return Err(DecodeError::TrailingBytes(datum.len()));
-        }
+        let value = datum(&self.event, self.ids.interaction_event, payload)?;
         event_from_value(value).map_err(DecodeError::InvalidAvro)
     }
 
@@ -372,15 +375,7 @@ impl Codec {
 
     /// Decodes a stage transition (used by `journey tail` and tests).
     pub fn decode_transition(&self, payload: &[u8]) -> Result<Transition, DecodeError> {
-        let (id, mut datum) = unframe(payload)?;
-        if id != self.ids.stage_transition {
-            return Err(DecodeError::UnknownSchemaId {
-                found: id,
-                expected: self.ids.stage_transition,
-            });
-        }
-        let value = from_avro_datum(&self.transition, &mut datum, None)
-            .map_err(|e| DecodeError::InvalidAvro(e.to_string()))?;
+        let value = datum(&self.transition, self.ids.stage_transition, payload)?;
         transition_from_value(value).map_err(DecodeError::InvalidAvro)
     }
 
@@ -413,9 +408,7 @@ impl Codec {
 
     /// Decodes a dead letter.
     pub fn decode_dead_letter(&self, payload: &[u8]) -> Result<DeadLetter, DecodeError> {
-        let (_, mut datum) = unframe(payload)?;
-        let value = from_avro_datum(&self.dead_letter, &mut datum, None)
-            .map_err(|e| DecodeError::InvalidAvro(e.to_string()))?;
+        let value = datum(&self.dead_letter, self.ids.dead_letter, payload)?;
         let f = fields(value).map_err(DecodeError::InvalidAvro)?;
         let bytes = |k: &str| match f.get(k).map(unwrap_union) {
             Some(Value::Bytes(b)) => Some(b.clone()),

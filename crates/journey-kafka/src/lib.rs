@@ -11,9 +11,7 @@ mod codec;
 mod error;
 
 pub use admin::{TopicSpec, ensure_topics};
-pub use client::{
-    ClientConfig, Consumer, Header, InputRecord, OutputRecord, Partition, Producer, SharedProducer,
-};
+pub use client::{ClientConfig, Consumer, Header, InputRecord, OutputRecord, Partition, Producer};
 pub use codec::{
     Codec, DeadLetter, DecodeError, MAGIC, SchemaIds, frame, read_container_events, schema_text,
     unframe,

@@ -54,29 +54,34 @@ pub struct Health {
     pub heartbeat: AtomicI64,
 }
 
+/// Registers a collector and hands it back.
+fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: M) -> M {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn float_gauge(r: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    register(r, prometheus::Gauge::new(name, help).expect("valid metric"))
+}
+
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(r, IntCounter::new(name, help).expect("valid metric"))
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    register(r, IntGauge::new(name, help).expect("valid metric"))
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-        .expect("valid metric");
-    r.register(Box::new(h.clone())).expect("unique metric");
-    h
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(r, Histogram::with_opts(opts).expect("valid metric"))
 }
 
 impl Metrics {
@@ -94,20 +99,20 @@ impl Metrics {
             &["model"],
         )
         .expect("valid metric");
-        r.register(Box::new(latency.clone()))
-            .expect("unique metric");
-        let lag = prometheus::Gauge::new(
+        let latency = register(r, latency);
+        let lag = float_gauge(
+            r,
             "journey_event_time_lag_seconds",
             "Wall clock minus the event time of the last applied event.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(lag.clone())).expect("unique metric");
-        let info = prometheus::IntGaugeVec::new(
-            Opts::new("journey_build_info", "Build information (always 1)."),
-            &["version"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(info.clone())).expect("unique metric");
+        );
+        let info = register(
+            r,
+            prometheus::IntGaugeVec::new(
+                Opts::new("journey_build_info", "Build information (always 1)."),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         // process_cpu_seconds_total, process_resident_memory_bytes, open fds...
         r.register(Box::new(
@@ -177,15 +182,11 @@ impl Metrics {
                 fast,
             ),
             transition_latency: latency,
-            watermark: {
-                let g = prometheus::Gauge::new(
-                    "journey_watermark_seconds",
-                    "Event-time watermark (Unix seconds).",
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
+            watermark: float_gauge(
+                r,
+                "journey_watermark_seconds",
+                "Event-time watermark (Unix seconds).",
+            ),
             pending_events: gauge(
                 r,
                 "journey_pending_events",
@@ -200,15 +201,17 @@ impl Metrics {
                 "journey_rebalances",
                 "Consumer group rebalances seen by this worker.",
             ),
-            consumer_lag: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new("journey_consumer_lag_records", "Records behind the end of each assigned input partition (librdkafka statistics)."),
+            consumer_lag: register(
+                r,
+                prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "journey_consumer_lag_records",
+                        "Records behind the end of each assigned input partition (librdkafka statistics).",
+                    ),
                     &["topic", "partition"],
                 )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
+                .expect("valid metric"),
+            ),
             state_sst_bytes: gauge(
                 r,
                 "journey_state_sst_bytes",
@@ -229,15 +232,11 @@ impl Metrics {
                 "journey_restore_records",
                 "Changelog records read by the last restore (0: the local state was current).",
             ),
-            restore_seconds: {
-                let g = prometheus::Gauge::new(
-                    "journey_restore_duration_seconds",
-                    "Duration of the last state restore or load at start-up.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("unique metric");
-                g
-            },
+            restore_seconds: float_gauge(
+                r,
+                "journey_restore_duration_seconds",
+                "Duration of the last state restore or load at start-up.",
+            ),
             ready: gauge(
                 r,
                 "journey_ready",

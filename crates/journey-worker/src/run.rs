@@ -300,7 +300,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
                 .set(*l);
             lag_labels.push((t.clone(), *p));
         }
-        if !metrics.health.ready.load(Ordering::Relaxed) && !consumer.assignment()?.is_empty() {
+        if !metrics.health.ready.load(Ordering::Relaxed) && !assigned.is_empty() {
             metrics.health.ready.store(true, Ordering::Relaxed);
             metrics.ready.set(1);
             info!("partitions assigned: ready");
