@@ -1,4 +1,5 @@
 """Confluent framing and Avro through fastavro, using only the .avsc files."""
+import functools
 import io
 import json
 import os
@@ -12,6 +13,7 @@ IDS = {"InteractionEvent": 1001, "StageTransition": 1002, "DeadLetter": 1003,
        "ProfileMerge": 1004, "IdentityLink": 1005}
 
 
+@functools.lru_cache(maxsize=None)
 def schema(name):
     with open(os.path.join(SCHEMAS, f"{name}.avsc")) as f:
         return fastavro.parse_schema(json.load(f))

@@ -402,6 +402,108 @@ impl Engine {
         }
     }
 
+    /// The customer key (`type:value`) an event belongs to now, without
+    /// changing anything: the resolve step of a scaled-out topology. The
+    /// event is checked as [`Engine::submit`] would check it.
+    pub fn route_key(&self, event: &Event) -> Result<String, EventError> {
+        event.validate()?;
+        let (usable, blocked) = self.identity.usable(&event.identifiers);
+        match self.identity.resolve(&usable) {
+            Some(key) => Ok(key.key()),
+            None => {
+                let list: Vec<String> = blocked.iter().map(Identifier::key).collect();
+                Err(EventError::AllIdentifiersBlocked(list.join(", ")))
+            }
+        }
+    }
+
+    /// Applies the identity links of an event read from the identity log
+    /// (written by whichever worker resolved it): its identifiers are linked
+    /// and journeys held here whose customers joined are merged. The event is
+    /// not applied as a touchpoint (its owner does that) and links are not
+    /// reported again.
+    pub fn link_event(&mut self, event: &Event, out: &mut Vec<Output>) {
+        let (usable, _) = self.identity.usable(&event.identifiers);
+        if usable.len() < 2 {
+            return;
+        }
+        let outcome = self.identity.link(&usable);
+        if !outcome.absorbed.is_empty() {
+            let trigger = TriggerRef {
+                event_id: event.event_id.clone(),
+                channel: event.channel.clone(),
+                event_type: event.event_type.clone(),
+            };
+            self.merge(
+                &outcome.key,
+                &outcome.absorbed,
+                (event.time, &event.event_id),
+                &trigger,
+                out,
+            );
+        }
+    }
+
+    /// Keys of journeys changed since the last [`Engine::take_changes`] and
+    /// still held (the candidates for forwarding to another owner).
+    pub fn changed_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .dirty
+            .iter()
+            .filter(|k| self.journeys.contains_key(*k))
+            .cloned()
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Removes a journey to hand it to the worker that owns its key now (its
+    /// deletion is part of the next [`Engine::take_changes`]).
+    pub fn export(&mut self, key: &str) -> Option<Journey> {
+        let journey = self.journeys.remove(key)?;
+        self.dirty.insert(key.to_string());
+        Some(journey)
+    }
+
+    /// Merges a journey forwarded by another worker. `from` is the key it was
+    /// held under, `to` the key its customer has now (the two are linked here
+    /// too, whether or not the identity log has delivered that link yet). The
+    /// merge is reported like any other, triggered by the journey's latest
+    /// touchpoint.
+    pub fn import(
+        &mut self,
+        from: Identifier,
+        to: Identifier,
+        journey: Journey,
+        out: &mut Vec<Output>,
+    ) {
+        let (usable, _) = self.identity.usable_owned(vec![to, from.clone()]);
+        let outcome = self.identity.link(&usable);
+        let from_key = from.key();
+        let journey = match self.journeys.remove(&from_key) {
+            Some(mut local) => {
+                absorb(&mut local, journey);
+                local
+            }
+            None => journey,
+        };
+        let last = journey.touchpoints.last().map(|t| (t.time, trigger_of(t)));
+        self.journeys.insert(from_key.clone(), journey);
+        self.dirty.insert(from_key.clone());
+        match last {
+            Some((time, trigger)) if outcome.key != from => {
+                let event_id = trigger.event_id.clone();
+                self.merge(&outcome.key, &[from], (time, &event_id), &trigger, out);
+            }
+            _ => {
+                let mut j = self.journeys.remove(&from_key).expect("just inserted");
+                j.next_due = None;
+                self.schedule(&from_key, &mut j);
+                self.journeys.insert(from_key, j);
+            }
+        }
+    }
+
     /// Links, merges and applies an event whose identifiers are already the
     /// usable ones (see [`Engine::submit`]).
     fn process(&mut self, event: Event, out: &mut Vec<Output>) {
@@ -430,7 +532,13 @@ impl Engine {
             event_type: event.event_type.clone(),
         };
         if !outcome.absorbed.is_empty() {
-            self.merge(&outcome.key, &outcome.absorbed, &event, &trigger(), out);
+            self.merge(
+                &outcome.key,
+                &outcome.absorbed,
+                (event.time, &event.event_id),
+                &trigger(),
+                out,
+            );
         }
         let (key, mut journey) = match self.journeys.remove_entry(&key) {
             Some(entry) => entry,
@@ -512,7 +620,7 @@ impl Engine {
         &mut self,
         key: &Identifier,
         absorbed: &[Identifier],
-        event: &Event,
+        (time, event_id): (Millis, &str),
         trigger: &TriggerRef,
         out: &mut Vec<Output>,
     ) {
@@ -534,8 +642,8 @@ impl Engine {
                 surviving_key: key_str.clone(),
                 absorbed_key: absorbed_id.key(),
                 identifiers: identifiers.clone(),
-                time: event.time,
-                trigger_event_id: event.event_id.clone(),
+                time,
+                trigger_event_id: event_id.to_string(),
                 touchpoints_absorbed: j.touch_count,
             }));
         }

@@ -207,6 +207,21 @@ impl IdentityGraph {
         Some(self.ids[self.components[&root].key as usize].key())
     }
 
+    /// The key identifier a set of identifiers would have if they were linked
+    /// now, without linking them (guards not applied): the best of their
+    /// current keys. None for an empty list.
+    pub fn resolve(&self, ids: &[Identifier]) -> Option<Identifier> {
+        ids.iter()
+            .map(|id| match self.index.get(id) {
+                Some(&n) => {
+                    let root = self.find_readonly(n);
+                    self.ids[self.components[&root].key as usize].clone()
+                }
+                None => id.clone(),
+            })
+            .min_by(|a, b| self.priority.compare(a, b))
+    }
+
     /// All identifiers of the customer an identifier belongs to, sorted.
     pub fn members_of(&self, id: &Identifier) -> Vec<Identifier> {
         let Some(&n) = self.index.get(id) else {

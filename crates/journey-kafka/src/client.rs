@@ -82,7 +82,25 @@ pub struct OutputRecord {
     pub value: Option<Vec<u8>>,
     /// Headers.
     pub headers: Vec<Header>,
+    /// Explicit partition; none: librdkafka's partitioner on the key.
+    pub partition: Option<i32>,
 }
+
+/// The partition of a key among `partitions`, the same in every worker and
+/// release (FNV-1a 64 of the key's bytes): used for the repartition topic and
+/// the changelog partitions, so that a customer's events and state meet in
+/// one place.
+pub fn partition_for(key: &str, partitions: i32) -> i32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % partitions.max(1) as u64) as i32
+}
+
+/// An offset for [`Consumer::assign`]: the start of the partition.
+pub const BEGINNING: i64 = -2;
 
 /// Routes librdkafka logs into `tracing` and records rebalances.
 #[derive(Default)]
@@ -176,7 +194,12 @@ pub struct Consumer {
 fn tpl(offsets: &BTreeMap<Partition, i64>) -> Result<TopicPartitionList> {
     let mut list = TopicPartitionList::new();
     for ((topic, partition), offset) in offsets {
-        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+        let offset = if *offset == BEGINNING {
+            Offset::Beginning
+        } else {
+            Offset::Offset(*offset)
+        };
+        list.add_partition_offset(topic, *partition, offset)
             .map_err(|e| Error::kafka("build offset list", e))?;
     }
     Ok(list)
@@ -208,7 +231,8 @@ impl Consumer {
             .map_err(|e| Error::kafka("subscribe", e))
     }
 
-    /// Assigns partitions explicitly, starting at the given offsets (no group management).
+    /// Assigns partitions explicitly, starting at the given offsets
+    /// ([`BEGINNING`] for the start), without group management.
     pub fn assign(&self, offsets: &BTreeMap<Partition, i64>) -> Result<()> {
         self.inner
             .assign(&tpl(offsets)?)
@@ -440,6 +464,9 @@ impl Producer {
             BaseRecord::to(&rec.topic).key(&rec.key).headers(headers);
         if let Some(v) = &rec.value {
             record = record.payload(v);
+        }
+        if let Some(p) = rec.partition {
+            record = record.partition(p);
         }
         loop {
             match self.inner.send(record) {

@@ -11,7 +11,10 @@ mod codec;
 mod error;
 
 pub use admin::{TopicSpec, ensure_topics};
-pub use client::{ClientConfig, Consumer, Header, InputRecord, OutputRecord, Partition, Producer};
+pub use client::{
+    BEGINNING, ClientConfig, Consumer, Header, InputRecord, OutputRecord, Partition, Producer,
+    partition_for,
+};
 pub use codec::{
     Codec, DeadLetter, DecodeError, MAGIC, SchemaIds, frame, read_container_events, schema_text,
     unframe,

@@ -72,8 +72,14 @@ pub struct Topics {
     pub merges: String,
     /// Identity links (applied and refused).
     pub identity_links: String,
-    /// Compacted changelog of the worker's state (one partition).
+    /// Compacted changelog of the workers' state: one partition with one
+    /// instance, `input-partitions` partitions with several.
     pub changelog: String,
+    /// Internal topic of events re-keyed by customer key (several instances).
+    pub repartition: String,
+    /// Internal single-partition log of identity links, read by every
+    /// instance (several instances).
+    pub identity_log: String,
     /// Partitions of the output topics when the worker creates them.
     pub output_partitions: i32,
     /// Replication factor of created topics.
@@ -92,6 +98,8 @@ impl Default for Topics {
             merges: "journey-profile-merges".into(),
             identity_links: "journey-identity-links".into(),
             changelog: "journey-state-changelog".into(),
+            repartition: "journey-repartition".into(),
+            identity_log: "journey-identity-log".into(),
             output_partitions: 3,
             replication: 1,
             create: true,
@@ -112,6 +120,15 @@ pub enum Mode {
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Processing {
     pub mode: Mode,
+    /// Number of worker instances. With more than one, each owns the
+    /// partitions `p % instances == instance` of the input and internal
+    /// topics, and events are stitched across instances through the
+    /// repartition topic and the identity log.
+    pub instances: u32,
+    /// This instance, `0..instances`; by default the trailing number of the
+    /// `JOURNEY_INSTANCE_ID` environment variable (a StatefulSet pod name
+    /// such as `journey-2` works), else 0.
+    pub instance: Option<u32>,
     /// Commit at least this often while records flow.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
@@ -138,6 +155,8 @@ impl Default for Processing {
     fn default() -> Self {
         Processing {
             mode: Mode::ExactlyOnce,
+            instances: 1,
+            instance: None,
             commit_interval: Duration::from_millis(100),
             commit_max_records: 5000,
             max_poll_records: 1000,
@@ -273,6 +292,24 @@ impl Config {
                 bail!("topics.{name} must be at least 1, got {v}");
             }
         }
+        let p = &self.processing;
+        if p.instances == 0 {
+            bail!("processing.instances must be at least 1");
+        }
+        if self.instance() >= p.instances {
+            bail!(
+                "processing.instance is {} but processing.instances is {}: instances are numbered from 0",
+                self.instance(),
+                p.instances
+            );
+        }
+        if p.instances as i32 > self.topics.input_partitions {
+            bail!(
+                "processing.instances ({}) is more than topics.input-partitions ({}): some instances would own nothing",
+                p.instances,
+                self.topics.input_partitions
+            );
+        }
         if self.processing.max_poll_records == 0 || self.processing.commit_max_records == 0 {
             bail!("processing.max-poll-records and commit-max-records must be at least 1");
         }
@@ -309,6 +346,26 @@ impl Config {
             out.push(model);
         }
         Ok(out)
+    }
+
+    /// This instance's number (see `processing.instance`).
+    pub fn instance(&self) -> u32 {
+        self.processing.instance.unwrap_or_else(|| {
+            std::env::var("JOURNEY_INSTANCE_ID")
+                .ok()
+                .and_then(|v| {
+                    let digits: String = v
+                        .chars()
+                        .rev()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    digits.parse().ok()
+                })
+                .unwrap_or(0)
+        })
     }
 
     /// Kafka client settings.

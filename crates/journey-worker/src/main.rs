@@ -5,12 +5,15 @@
 //! `topics`, `models` and `config` help run, inspect and try it.
 
 mod config;
+mod lineage;
 mod metrics;
+mod pipe;
 mod produce;
 mod readable;
 mod replay;
 mod run;
 mod tail;
+mod topology;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +53,9 @@ enum Command {
     Produce(produce::Args),
     /// Print stage transitions from the transitions topic in a readable form.
     Tail(tail::Args),
+    /// Benchmark baseline: copy records between topics with the worker's
+    /// clients and commit settings, and no decoding or state.
+    Pipe(pipe::Args),
     /// Run the stage models over a file of events (JSON lines), without Kafka.
     Replay(replay::Args),
     /// List the builtin stage models, or validate model files.
@@ -64,6 +70,11 @@ enum Command {
     Inspect {
         /// An identifier, e.g. `email:ana@example.com`; omit for statistics.
         identifier: Option<String>,
+        /// Write every journey as JSON lines to this file, held events applied
+        /// (the format of `replay --journeys`, so a worker's state can be
+        /// compared with a replay).
+        #[arg(long, value_name = "FILE")]
+        journeys: Option<std::path::PathBuf>,
     },
 }
 
@@ -104,6 +115,7 @@ fn real_main(cli: Cli) -> Result<()> {
         }),
         Command::Produce(args) => produce::produce(&cfg, args),
         Command::Tail(args) => tail::tail(&cfg, args),
+        Command::Pipe(args) => pipe::pipe(&cfg, args),
         Command::Replay(args) => replay::replay(&cfg, args),
         Command::Models { files } => {
             if files.is_empty() {
@@ -140,11 +152,18 @@ fn real_main(cli: Cli) -> Result<()> {
             print!("{}", cfg.redacted());
             Ok(())
         }
-        Command::Inspect { identifier } => inspect(&cfg, identifier.as_deref()),
+        Command::Inspect {
+            identifier,
+            journeys,
+        } => inspect(&cfg, identifier.as_deref(), journeys.as_deref()),
     }
 }
 
-fn inspect(cfg: &Config, identifier: Option<&str>) -> Result<()> {
+fn inspect(
+    cfg: &Config,
+    identifier: Option<&str>,
+    journeys: Option<&std::path::Path>,
+) -> Result<()> {
     use journey_store::{Store, StoreOptions};
     let dir = &cfg.state.dir;
     if !dir.join("CURRENT").exists() {
@@ -154,6 +173,25 @@ fn inspect(cfg: &Config, identifier: Option<&str>) -> Result<()> {
         );
     }
     let (store, _) = Store::open(dir, StoreOptions::default())?;
+    if let Some(path) = journeys {
+        let loaded = store.load()?;
+        let mut engine = journey_core::Engine::restore(
+            cfg.engine.clone(),
+            cfg.stage_models()?,
+            loaded.journeys,
+            loaded.identities,
+            loaded.meta,
+        );
+        // Held events are applied, as at the end of a replay.
+        engine.flush(&mut Vec::new());
+        replay::write_journeys(&engine, path)?;
+        println!(
+            "{} journeys written to {}",
+            engine.journeys().count(),
+            path.display()
+        );
+        return Ok(());
+    }
     let Some(text) = identifier else {
         let s = store.stats();
         let loaded = store.load()?;

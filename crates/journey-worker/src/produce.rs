@@ -122,6 +122,7 @@ pub fn produce(cfg: &Config, args: Args) -> Result<()> {
             key,
             value: Some(value),
             headers: vec![],
+            partition: None,
         })?;
         sent += 1;
         if args.rate > 0 {

@@ -111,35 +111,43 @@ pub fn replay(cfg: &Config, args: Args) -> Result<()> {
     write(&mut outs, &mut out)?;
     out.flush()?;
     if let Some(p) = &args.journeys {
-        let mut j = std::io::BufWriter::new(std::fs::File::create(p)?);
-        let mut keys: Vec<&String> = engine.journeys().map(|(k, _)| k).collect();
-        keys.sort();
-        for k in keys {
-            let journey = engine.journey(k).expect("listed");
-            let (kind, value) = k.split_once(':').unwrap_or((k, ""));
-            let ids = engine.identity().members_of(&journey_core::Identifier {
-                kind: kind.into(),
-                value: value.into(),
-            });
-            let stages: Vec<_> = journey.stages(engine.models());
-            let mut touch: Vec<&str> = journey
-                .touchpoints
-                .iter()
-                .map(|t| t.event_id.as_str())
-                .collect();
-            touch.sort();
-            serde_json::to_writer(
-                &mut j,
-                &serde_json::json!({"key": k, "identifiers": ids, "stages": stages, "touchpoints": touch}),
-            )?;
-            j.write_all(b"\n")?;
-        }
-        j.flush()?;
+        write_journeys(&engine, p)?;
     }
     let s = engine.stats();
     eprintln!(
         "replayed {lines} lines: {} applied, {} duplicates, {} invalid, {} late, {} transitions, {} merges",
         s.applied, s.duplicates, invalid, s.late, s.transitions, s.merges
     );
+    Ok(())
+}
+
+/// Writes every journey as one JSON line (key, identifiers, stage per model,
+/// sorted touchpoint ids), sorted by key: the same format from `replay
+/// --journeys` and `inspect --journeys`, so that the two can be compared.
+pub fn write_journeys(engine: &Engine, path: &std::path::Path) -> Result<()> {
+    let mut j = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut keys: Vec<&String> = engine.journeys().map(|(k, _)| k).collect();
+    keys.sort();
+    for k in keys {
+        let journey = engine.journey(k).expect("listed");
+        let (kind, value) = k.split_once(':').unwrap_or((k, ""));
+        let ids = engine.identity().members_of(&journey_core::Identifier {
+            kind: kind.into(),
+            value: value.into(),
+        });
+        let stages: Vec<_> = journey.stages(engine.models());
+        let mut touch: Vec<&str> = journey
+            .touchpoints
+            .iter()
+            .map(|t| t.event_id.as_str())
+            .collect();
+        touch.sort();
+        serde_json::to_writer(
+            &mut j,
+            &serde_json::json!({"key": k, "identifiers": ids, "stages": stages, "touchpoints": touch}),
+        )?;
+        j.write_all(b"\n")?;
+    }
+    j.flush()?;
     Ok(())
 }

@@ -8,19 +8,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use journey_core::{Engine, Output, Transition};
 use journey_kafka::{
-    ClientConfig, Codec, Consumer, DeadLetter, Header, InputRecord, OutputRecord, Partition,
-    Producer, TopicSpec,
+    BEGINNING, ClientConfig, Codec, Consumer, DeadLetter, Header, InputRecord, OutputRecord,
+    Partition, Producer, TopicSpec,
 };
 use journey_store::{ChangelogRecord, Opened, Store, StoreOptions};
 use tracing::{info, warn};
 
 use crate::config::{Config, Mode};
+use crate::lineage::{self, Lineage};
 use crate::metrics::{Metrics, now_ms};
+use crate::topology::Topology;
 
 /// The topics the worker needs, with their layout.
 pub fn topic_specs(cfg: &Config) -> Vec<TopicSpec> {
     let t = &cfg.topics;
-    let spec = |name: &str, partitions: i32, compact: bool| TopicSpec {
+    let spec = |name: &str, partitions: i32, compact: bool, retention: &str| TopicSpec {
         name: name.to_string(),
         partitions,
         replication: t.replication,
@@ -29,17 +31,26 @@ pub fn topic_specs(cfg: &Config) -> Vec<TopicSpec> {
                 "cleanup.policy".into(),
                 if compact { "compact" } else { "delete" }.into(),
             ),
-            ("retention.ms".into(), "604800000".into()),
+            ("retention.ms".into(), retention.into()),
         ],
     };
-    vec![
-        spec(&t.input, t.input_partitions, false),
-        spec(&t.transitions, t.output_partitions, false),
-        spec(&t.dead_letters, t.output_partitions, false),
-        spec(&t.merges, t.output_partitions, false),
-        spec(&t.identity_links, t.output_partitions, false),
-        spec(&t.changelog, 1, true),
-    ]
+    let week = "604800000";
+    let mut specs = vec![
+        spec(&t.input, t.input_partitions, false, week),
+        spec(&t.transitions, t.output_partitions, false, week),
+        spec(&t.dead_letters, t.output_partitions, false, week),
+        spec(&t.merges, t.output_partitions, false, week),
+        spec(&t.identity_links, t.output_partitions, false, week),
+    ];
+    if Topology::of(cfg).is_some() {
+        specs.push(spec(&t.changelog, t.input_partitions, true, week));
+        specs.push(spec(&t.repartition, t.input_partitions, false, week));
+        // Links are the identity graph: kept forever.
+        specs.push(spec(&t.identity_log, 1, false, "-1"));
+    } else {
+        specs.push(spec(&t.changelog, 1, true, week));
+    }
+    specs
 }
 
 struct Batch {
@@ -93,6 +104,7 @@ impl Router<'_> {
                     value: t.id(),
                 },
             ],
+            partition: None,
         });
         Ok(())
     }
@@ -108,6 +120,7 @@ impl Router<'_> {
                     key: m.surviving_key.clone(),
                     value: Some(self.codec.encode_merge(&m, now_ms())?),
                     headers: vec![],
+                    partition: None,
                 });
             }
             Output::Link {
@@ -122,6 +135,7 @@ impl Router<'_> {
                     key: a.key(),
                     value: Some(self.codec.encode_link(&a, &b, &event_id, time, None)?),
                     headers: vec![],
+                    partition: None,
                 });
             }
             Output::Rejected {
@@ -143,6 +157,7 @@ impl Router<'_> {
                         Some(reason),
                     )?),
                     headers: vec![],
+                    partition: None,
                 });
             }
             Output::Blocked { .. } => {
@@ -186,6 +201,7 @@ impl Router<'_> {
                 name: "reason".into(),
                 value: reason.into(),
             }],
+            partition: None,
         });
         Ok(())
     }
@@ -203,43 +219,101 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     let txn_id = format!("{}-worker-{}", cfg.kafka.application_id, instance_suffix());
     let producer = Producer::new(&client, eos.then_some(txn_id.as_str()), p.kafka_timeout)
         .context("cannot create the producer (is the broker reachable, and does it support transactions?)")?;
-    let (store, mut engine) = open_state(&cfg, &client, &consumer, models, &metrics)?;
+    let topo = Topology::of(&cfg);
+    let (store, mut engine, base, committed) =
+        open_state(&cfg, &client, &consumer, models, &metrics, topo.as_ref())?;
+    // Commit numbers of this run (see `lineage`), committed as the group's
+    // offset of the instance's first changelog partition.
+    let marker: Partition = (
+        cfg.topics.changelog.clone(),
+        topo.as_ref().map_or(0, |t| t.me),
+    );
+    let mut next_commit = lineage::run_start(base, now_ms() * 1000);
+    let mut run_record = Some(lineage::run_record(next_commit, base));
     let mut lag_labels: Vec<Partition> = Vec::new();
     // Next offset to read per partition (for the lag gauge).
     let mut positions: BTreeMap<Partition, i64> = BTreeMap::new();
-    consumer.subscribe(&[&cfg.topics.input])?;
-    info!(input = %cfg.topics.input, group = %group, mode = ?p.mode, models = ?engine.models().iter().map(|m| m.name()).collect::<Vec<_>>(), "worker started");
+    let mut outs = Vec::new();
+    let mut batch = Batch {
+        records: Vec::new(),
+        latencies: Vec::new(),
+    };
     let router = Router {
         cfg: &cfg,
         codec: &codec,
         metrics: &metrics,
     };
+    // Several instances: static assignment of the owned partitions, and the
+    // whole identity log (read to its end now, then followed).
+    let identity_log = match &topo {
+        None => {
+            consumer.subscribe(&[&cfg.topics.input])?;
+            None
+        }
+        Some(t) => {
+            let start: BTreeMap<Partition, i64> = committed
+                .iter()
+                .filter(|(tp, _)| **tp != marker)
+                .map(|(tp, o)| (tp.clone(), *o))
+                .collect();
+            consumer.assign(&start)?;
+            let links =
+                Consumer::read_to_end(&client, &t.identity_log, 0, cfg.state.restore_timeout)
+                    .context("cannot read the identity log")?;
+            let next = links.last().map_or(BEGINNING, |r| r.offset + 1);
+            for rec in &links {
+                if let Ok(event) = codec.decode_event(rec.value.as_deref().unwrap_or_default()) {
+                    engine.link_event(&event, &mut outs);
+                }
+            }
+            for o in outs.drain(..) {
+                router.output(o, None, &mut batch)?;
+            }
+            info!(links = links.len(), instance = t.me, instances = t.instances, owned = ?start.keys().collect::<Vec<_>>(), "identity log read; partitions assigned");
+            let follower = Consumer::new(&client, &format!("{group}-identity-{}", t.me))?;
+            follower.assign(&BTreeMap::from([((t.identity_log.clone(), 0), next)]))?;
+            Some(follower)
+        }
+    };
+    info!(input = %cfg.topics.input, group = %group, mode = ?p.mode, models = ?engine.models().iter().map(|m| m.name()).collect::<Vec<_>>(), "worker started");
 
     let mut offsets: BTreeMap<Partition, i64> = BTreeMap::new();
     let mut in_txn = false;
     let mut since_commit = 0usize;
     let mut last_commit = Instant::now();
     let mut last_record = Instant::now();
-    let mut batch = Batch {
-        records: Vec::new(),
-        latencies: Vec::new(),
-    };
     let mut pending_latency: Vec<(String, i64)> = Vec::new();
-    let mut outs = Vec::new();
 
-    let commit = |engine: &mut Engine,
-                  offsets: &mut BTreeMap<Partition, i64>,
-                  in_txn: &mut bool,
-                  pending: &mut Vec<(String, i64)>|
+    let mut commit = |engine: &mut Engine,
+                      offsets: &mut BTreeMap<Partition, i64>,
+                      in_txn: &mut bool,
+                      pending: &mut Vec<(String, i64)>|
      -> Result<()> {
         let started = Instant::now();
         if eos && !*in_txn {
             return Ok(());
         }
-        let prepared = Store::prepare(&engine.take_changes());
-        for r in &prepared.changelog {
-            producer.send(&changelog_record(&cfg.topics.changelog, r))?;
+        let n = next_commit;
+        next_commit += 1;
+        let mut prepared = Store::prepare(&engine.take_changes());
+        if let Some(t) = &topo {
+            t.keep_owned(&mut prepared.changelog);
         }
+        if let Some((key, value)) = run_record.take() {
+            producer.send(&OutputRecord {
+                topic: cfg.topics.changelog.clone(),
+                key,
+                value: Some(value),
+                headers: vec![commit_header(n)],
+                partition: Some(marker.1),
+            })?;
+        }
+        for r in &prepared.changelog {
+            let mut rec = changelog_record(&cfg.topics.changelog, r, n);
+            rec.partition = topo.as_ref().map(|t| t.changelog_partition(&r.key));
+            producer.send(&rec)?;
+        }
+        offsets.insert(marker.clone(), n);
         if eos {
             if *in_txn {
                 producer.commit_transaction(&consumer, offsets, p.kafka_timeout)?;
@@ -275,6 +349,21 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
 
     while !stop.load(Ordering::Relaxed) {
         metrics.health.heartbeat.store(now_ms(), Ordering::Relaxed);
+        if let Some(follower) = &identity_log {
+            let links = follower.poll_batch(p.max_poll_records, Duration::ZERO)?;
+            if !links.is_empty() && eos && !in_txn {
+                producer.begin()?;
+                in_txn = true;
+            }
+            for rec in &links {
+                if let Ok(event) = codec.decode_event(rec.value.as_deref().unwrap_or_default()) {
+                    engine.link_event(&event, &mut outs);
+                }
+            }
+            for o in outs.drain(..) {
+                router.output(o, None, &mut batch)?;
+            }
+        }
         let records = consumer.poll_batch(p.max_poll_records, Duration::from_millis(50))?;
         metrics.rebalances.set(consumer.rebalances() as i64);
         // Lag per assigned partition; label sets of partitions no longer
@@ -319,6 +408,54 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             positions.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
             since_commit += 1;
             let payload = rec.value.as_deref().unwrap_or_default();
+            if let Some(t) = &topo {
+                if rec.topic == cfg.topics.input {
+                    // The resolve step: route the event to its journey's owner.
+                    match codec.decode_event(payload) {
+                        Err(e) => router.dead_letter(
+                            rec,
+                            e.code(),
+                            "decode",
+                            e.to_string(),
+                            &mut batch,
+                        )?,
+                        Ok(event) => match engine.route_key(&event) {
+                            Err(e) => router.dead_letter(
+                                rec,
+                                e.code(),
+                                "validate",
+                                e.to_string(),
+                                &mut batch,
+                            )?,
+                            Ok(key) => batch.records.extend(t.route(
+                                rec,
+                                &key,
+                                event.identifiers.len() > 1,
+                            )),
+                        },
+                    }
+                    continue;
+                }
+                match t.receive(rec, &mut engine, &mut outs) {
+                    Ok(true) => {
+                        for o in outs.drain(..) {
+                            router.output(o, None, &mut batch)?;
+                        }
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        router.dead_letter(
+                            rec,
+                            "bad_forward",
+                            "journey",
+                            format!("{e:#}"),
+                            &mut batch,
+                        )?;
+                        continue;
+                    }
+                }
+            }
             match codec.decode_event(payload) {
                 Err(e) => router.dead_letter(rec, e.code(), "decode", e.to_string(), &mut batch)?,
                 Ok(event) => {
@@ -353,6 +490,9 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             for o in outs.drain(..) {
                 router.output(o, None, &mut batch)?;
             }
+        }
+        if let Some(t) = &topo {
+            batch.records.extend(t.forward(&mut engine));
         }
         for rec in batch.records.drain(..) {
             producer.send(&rec)?;
@@ -422,14 +562,27 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
-fn changelog_record(topic: &str, r: &ChangelogRecord) -> OutputRecord {
+fn changelog_record(topic: &str, r: &ChangelogRecord, commit: i64) -> OutputRecord {
     OutputRecord {
         topic: topic.to_string(),
         key: String::from_utf8_lossy(&r.key).into_owned(),
         value: r.value.clone(),
-        headers: vec![],
+        headers: vec![commit_header(commit)],
+        partition: None,
     }
 }
+
+fn commit_header(commit: i64) -> Header {
+    Header {
+        name: lineage::COMMIT_HEADER.into(),
+        value: commit.to_string(),
+    }
+}
+
+/// What [`open_state`] found: the store, the engine on its state, the
+/// committed commit number (see `lineage`), and the committed offsets of the
+/// partitions the state covers (`BEGINNING` where none was committed).
+type OpenState = (Store, Engine, Option<i64>, BTreeMap<Partition, i64>);
 
 /// Opens the local store and checks it against the group's committed offsets:
 /// when they match, the local state is current; otherwise (first start on
@@ -441,7 +594,8 @@ fn open_state(
     consumer: &Consumer,
     models: Vec<journey_core::StageModel>,
     metrics: &Metrics,
-) -> Result<(Store, Engine)> {
+    topo: Option<&Topology>,
+) -> Result<OpenState> {
     let started = Instant::now();
     let p = &cfg.processing;
     let opts = StoreOptions {
@@ -450,10 +604,36 @@ fn open_state(
     };
     let dir = &cfg.state.dir;
     let n = consumer.partition_count(&cfg.topics.input, p.kafka_timeout)?;
-    let partitions: Vec<Partition> = (0..n as i32)
-        .map(|i| (cfg.topics.input.clone(), i))
-        .collect();
-    let committed = consumer.committed_for(&partitions, p.kafka_timeout)?;
+    let marker: Partition = (cfg.topics.changelog.clone(), topo.map_or(0, |t| t.me));
+    // The partitions whose offsets the state corresponds to, and the
+    // changelog partitions that hold it.
+    let (partitions, changelog_partitions): (Vec<Partition>, Vec<i32>) = match topo {
+        None => (
+            (0..n as i32)
+                .map(|i| (cfg.topics.input.clone(), i))
+                .collect(),
+            vec![0],
+        ),
+        Some(t) => {
+            let r = consumer.partition_count(&t.repartition, p.kafka_timeout)? as i32;
+            if r != t.partitions || n as i32 != t.partitions {
+                anyhow::bail!(
+                    "with several instances the input ({n}) and repartition ({r}) topics need topics.input-partitions ({}) partitions",
+                    t.partitions
+                );
+            }
+            (
+                t.owned(n as i32)
+                    .into_iter()
+                    .flat_map(|i| [(cfg.topics.input.clone(), i), (t.repartition.clone(), i)])
+                    .collect(),
+                t.owned(t.partitions),
+            )
+        }
+    };
+    let partitions: Vec<Partition> = partitions.into_iter().chain([marker.clone()]).collect();
+    let mut committed = consumer.committed_for(&partitions, p.kafka_timeout)?;
+    let committed_no = committed.get(&marker).copied();
     let (mut store, opened) = Store::open(dir, opts)
         .with_context(|| format!("cannot open the state directory {}", dir.display()))?;
     let local = store.offsets()?;
@@ -463,11 +643,33 @@ fn open_state(
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
         store = Store::open(dir, opts)?.0;
         let started = Instant::now();
-        let records =
-            Consumer::read_to_end(client, &cfg.topics.changelog, 0, cfg.state.restore_timeout)
-                .context("cannot read the changelog")?;
+        let mut records = Vec::new();
+        for &cp in &changelog_partitions {
+            records.extend(
+                Consumer::read_to_end(client, &cfg.topics.changelog, cp, cfg.state.restore_timeout)
+                    .context("cannot read the changelog")?,
+            );
+        }
+        let mut lineage = Lineage::default();
+        let records: Vec<_> = records
+            .into_iter()
+            .filter(|r| match &r.key {
+                Some(k) => !lineage.observe(k, r.value.as_deref()),
+                None => false,
+            })
+            .collect();
+        let chain = lineage.committed(committed_no);
+        let read = records.len();
         let changelog: Vec<ChangelogRecord> = records
             .into_iter()
+            .filter(|r| {
+                chain.contains(
+                    r.headers
+                        .iter()
+                        .find(|h| h.name == lineage::COMMIT_HEADER)
+                        .and_then(|h| h.value.parse().ok()),
+                )
+            })
             .filter_map(|r| {
                 r.key.map(|key| ChangelogRecord {
                     key,
@@ -475,6 +677,12 @@ fn open_state(
                 })
             })
             .collect();
+        if changelog.len() < read {
+            warn!(
+                skipped = read - changelog.len(),
+                "changelog records of uncommitted transactions skipped (the broker returned them to a read_committed consumer)"
+            );
+        }
         for chunk in changelog.chunks(10_000) {
             store.apply_changelog(chunk)?;
         }
@@ -502,7 +710,10 @@ fn open_state(
         loaded.identities,
         loaded.meta,
     );
-    Ok((store, engine))
+    for tp in partitions {
+        committed.entry(tp).or_insert(BEGINNING);
+    }
+    Ok((store, engine, committed_no, committed))
 }
 
 fn instance_suffix() -> String {

@@ -1,0 +1,140 @@
+"""Crashes: a worker killed with SIGKILL at random points, restarted, loses and repeats nothing.
+
+The oracle is `journey replay` over the same workload. The local broker leaks
+records of aborted transactions to read_committed consumers (DESIGN.md §6), so
+the transitions topic is classified with the partition's own COMMIT/ABORT
+markers (kafka_raw), as a read_committed consumer on Apache Kafka would: the
+committed records must be exactly the oracle's, and every other record must
+belong to an aborted transaction.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+
+import kafka_raw
+from avro_util import decode
+from conftest import BIN, Topics
+
+COUNT = 12000
+ROW = lambda t, to: (t["customer_key"], t["model"], t["sequence"], t["from_stage"] if "from_stage" in t else t["from"], to, t["cause"])
+
+
+def read_uncommitted(bootstrap, topic):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "raw-" + uuid.uuid4().hex,
+                  "isolation.level": "read_uncommitted", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out, last = [], time.time()
+    while time.time() - last < 3:
+        for m in c.consume(1000, 0.5):
+            if not m.error():
+                out.append(m)
+                last = time.time()
+    c.close()
+    return out
+
+
+def committed_offset(bootstrap, group, topic, partitions=1):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in tps)
+    finally:
+        c.close()
+
+
+def wait_caught_up(topics, workers, total, timeout=180, partitions=1):
+    """Until the group has committed `total` input records."""
+    start = time.time()
+    done = 0
+    while time.time() - start < timeout:
+        done = committed_offset(topics.bootstrap, topics.app, topics.input, partitions)
+        if done >= total:
+            return
+        for w in workers:
+            assert w.alive(), w.output()[-3000:]
+        time.sleep(0.5)
+    raise AssertionError(f"workers did not catch up: committed {done} of {total}")
+
+
+def run_with_kills(bootstrap, worker_factory, tmp_path, mode):
+    topics = Topics(bootstrap)
+    topics.create(partitions=1)  # one partition: the worker sees the file's order
+    env = {
+        "JOURNEY__TOPICS__INPUT_PARTITIONS": "1",
+        "JOURNEY__TOPICS__OUTPUT_PARTITIONS": "1",
+        "JOURNEY__PROCESSING__MODE": f'"{mode}"',
+        "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
+        "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
+        "JOURNEY__PROCESSING__IDLE_ADVANCE_AFTER": '"0s"',
+    }
+    data = tmp_path / "events.jsonl"
+    args = ["--count", str(COUNT), "--customers", "800", "--malformed", "0", "--duplicates", "0.02"]
+    subprocess.run([BIN, "produce", "--to-file", str(data), *args], check=True, env=topics.env(**env))
+    oracle = subprocess.run([BIN, "replay", str(data), "--journeys", str(tmp_path / "oracle.jsonl")],
+                            check=True, env=topics.env(**env), capture_output=True, text=True).stdout
+    expected = sorted(ROW(t, t["to"]) for t in map(json.loads, oracle.splitlines()))
+    assert len(expected) > 500
+    subprocess.run([BIN, "produce", *args], check=True, env=topics.env(**env))
+
+    rng = random.Random(7)
+    kills = 0
+    for round_ in range(6):
+        if round_ == 3:
+            # Mid-restore: wipe the directory, then kill during the rebuild.
+            shutil.rmtree(topics.state_dir, ignore_errors=True)
+            w = worker_factory(topics, **env)
+            time.sleep(rng.uniform(0.2, 0.8))
+        else:
+            w = worker_factory(topics, **env)
+            time.sleep(rng.uniform(1.5, 5.0))
+        if w.alive():
+            w.proc.send_signal(signal.SIGKILL)
+            w.proc.wait()
+            kills += 1
+    assert kills >= 5
+    w = worker_factory(topics, **env)
+    wait_caught_up(topics, [w], COUNT)
+    time.sleep(1)
+    assert w.terminate() == 0, w.output()[-3000:]
+    # The final journeys (identifiers, stages, touchpoints) equal the oracle's.
+    subprocess.run([BIN, "inspect", "--journeys", str(tmp_path / "worker.jsonl")], check=True,
+                   env=topics.env(**env), capture_output=True)
+    assert (tmp_path / "worker.jsonl").read_text() == (tmp_path / "oracle.jsonl").read_text()
+    return topics, expected
+
+
+def classify(topics):
+    verdicts = kafka_raw.outcomes(topics.bootstrap, topics.transitions, 0)
+    kept, extra = [], []
+    for m in read_uncommitted(topics.bootstrap, topics.transitions):
+        t = decode("StageTransition", m.value())
+        row = ROW(t, t["to_stage"])
+        (kept if verdicts.get(m.offset()) in (kafka_raw.COMMITTED, kafka_raw.PLAIN) else extra).append(
+            (row, verdicts.get(m.offset())))
+    return [r for r, _ in kept], extra
+
+
+def test_sigkill_exactly_once(bootstrap, worker_factory, tmp_path):
+    topics, expected = run_with_kills(bootstrap, worker_factory, tmp_path, "exactly-once")
+    committed, extra = classify(topics)
+    assert sorted(committed) == expected, (len(committed), len(expected))
+    assert all(v == kafka_raw.ABORTED for _, v in extra), [e for e in extra if e[1] != kafka_raw.ABORTED][:5]
+
+
+def test_sigkill_at_least_once(bootstrap, worker_factory, tmp_path):
+    topics, expected = run_with_kills(bootstrap, worker_factory, tmp_path, "at-least-once")
+    committed, extra = classify(topics)
+    assert not extra
+    # Nothing missing; repeats are whole transitions, recognisable by their id.
+    assert set(committed) == set(expected)
+    by_id = {}
+    for r in committed:
+        by_id.setdefault(r[:3], set()).add(r)
+    assert all(len(v) == 1 for v in by_id.values())
