@@ -480,27 +480,25 @@ impl Engine {
         let (usable, _) = self.identity.usable_owned(vec![to, from.clone()]);
         let outcome = self.identity.link(&usable);
         let from_key = from.key();
-        let journey = match self.journeys.remove(&from_key) {
+        let (mut journey, combined) = match self.journeys.remove(&from_key) {
             Some(mut local) => {
                 absorb(&mut local, journey);
-                local
+                (local, true)
             }
-            None => journey,
+            None => (journey, false),
         };
         let last = journey.touchpoints.last().map(|t| (t.time, trigger_of(t)));
+        if let (true, Some((_, trigger))) = (combined, &last) {
+            // A journey already held under the same key: the union is replayed.
+            self.recompute(&from_key, &mut journey, Cause::Merge, trigger, out);
+        }
+        journey.next_due = None;
+        self.schedule(&from_key, &mut journey);
         self.journeys.insert(from_key.clone(), journey);
-        self.dirty.insert(from_key.clone());
-        match last {
-            Some((time, trigger)) if outcome.key != from => {
-                let event_id = trigger.event_id.clone();
-                self.merge(&outcome.key, &[from], (time, &event_id), &trigger, out);
-            }
-            _ => {
-                let mut j = self.journeys.remove(&from_key).expect("just inserted");
-                j.next_due = None;
-                self.schedule(&from_key, &mut j);
-                self.journeys.insert(from_key, j);
-            }
+        self.dirty.insert(from_key);
+        if let Some((time, trigger)) = last.filter(|_| outcome.key != from) {
+            let event_id = trigger.event_id.clone();
+            self.merge(&outcome.key, &[from], (time, &event_id), &trigger, out);
         }
     }
 

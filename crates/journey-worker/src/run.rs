@@ -263,7 +263,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             let next = links.last().map_or(BEGINNING, |r| r.offset + 1);
             for rec in &links {
                 if let Ok(event) = codec.decode_event(rec.value.as_deref().unwrap_or_default()) {
-                    engine.link_event(&event, &mut outs);
+                    batch.records.extend(t.link(&event, &mut engine, &mut outs));
                 }
             }
             for o in outs.drain(..) {
@@ -349,7 +349,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
 
     while !stop.load(Ordering::Relaxed) {
         metrics.health.heartbeat.store(now_ms(), Ordering::Relaxed);
-        if let Some(follower) = &identity_log {
+        if let (Some(follower), Some(t)) = (&identity_log, &topo) {
             let links = follower.poll_batch(p.max_poll_records, Duration::ZERO)?;
             if !links.is_empty() && eos && !in_txn {
                 producer.begin()?;
@@ -357,7 +357,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             }
             for rec in &links {
                 if let Ok(event) = codec.decode_event(rec.value.as_deref().unwrap_or_default()) {
-                    engine.link_event(&event, &mut outs);
+                    batch.records.extend(t.link(&event, &mut engine, &mut outs));
                 }
             }
             for o in outs.drain(..) {
@@ -459,6 +459,10 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             match codec.decode_event(payload) {
                 Err(e) => router.dead_letter(rec, e.code(), "decode", e.to_string(), &mut batch)?,
                 Ok(event) => {
+                    if let Some(r) = topo.as_ref().and_then(|t| t.reroute(rec, &event, &engine)) {
+                        batch.records.push(r);
+                        continue;
+                    }
                     let time = event.time;
                     match engine.submit(event, &mut outs) {
                         Err(e) => router.dead_letter(

@@ -15,7 +15,7 @@
 //! forwarding ends.
 
 use anyhow::{Context, Result};
-use journey_core::{Engine, Identifier, Journey, Output};
+use journey_core::{Engine, Event, Identifier, Journey, Output};
 use journey_kafka::{Header, InputRecord, OutputRecord, partition_for};
 use journey_store::ChangelogRecord;
 
@@ -112,6 +112,49 @@ impl Topology {
         out
     }
 
+    /// The journey step's check before applying an event: an event whose
+    /// customer now belongs to another instance (this view of the identity
+    /// graph is newer than the resolver's) is routed on to the owner, so that
+    /// only the owner of a key ever emits transitions under it.
+    pub fn reroute(
+        &self,
+        rec: &InputRecord,
+        event: &Event,
+        engine: &Engine,
+    ) -> Option<OutputRecord> {
+        let key = engine.route_key(event).ok()?;
+        (!self.owns_key(&key)).then(|| OutputRecord {
+            topic: self.repartition.clone(),
+            partition: Some(partition_for(&key, self.partitions)),
+            key,
+            value: rec.value.clone(),
+            headers: vec![],
+        })
+    }
+
+    /// Applies a link from the identity log. When the joined customer's key
+    /// belongs to another instance, the journeys held here for its parts are
+    /// forwarded to that owner (which merges them) instead of being merged here.
+    pub fn link(
+        &self,
+        event: &Event,
+        engine: &mut Engine,
+        out: &mut Vec<Output>,
+    ) -> Vec<OutputRecord> {
+        let mut forwards = Vec::new();
+        if let Ok(key) = engine.route_key(event) {
+            if !self.owns_key(&key) {
+                let (usable, _) = engine.identity().usable(&event.identifiers);
+                for id in usable {
+                    let held = engine.identity().key_of(&id).unwrap_or_else(|| id.key());
+                    forwards.extend(self.forward_one(engine, &held, &key));
+                }
+            }
+        }
+        engine.link_event(event, out);
+        forwards
+    }
+
     /// Forwards every changed journey whose key this instance does not own
     /// to the owner; returns the records to produce.
     pub fn forward(&self, engine: &mut Engine) -> Vec<OutputRecord> {
@@ -120,24 +163,28 @@ impl Topology {
             if self.owns_key(&key) {
                 continue;
             }
-            let Some(journey) = engine.export(&key) else {
-                continue;
-            };
             let to = parse_key(&key)
                 .and_then(|id| engine.identity().key_of(&id))
                 .unwrap_or_else(|| key.clone());
-            out.push(OutputRecord {
-                topic: self.repartition.clone(),
-                value: Some(journey_store::encode(&journey)),
-                headers: vec![Header {
-                    name: FORWARD_HEADER.into(),
-                    value: key,
-                }],
-                partition: Some(partition_for(&to, self.partitions)),
-                key: to,
-            });
+            out.extend(self.forward_one(engine, &key, &to));
         }
         out
+    }
+
+    /// Exports the journey held under `from` (if any) as a record for the
+    /// owner of `to`.
+    fn forward_one(&self, engine: &mut Engine, from: &str, to: &str) -> Option<OutputRecord> {
+        let journey = engine.export(from)?;
+        Some(OutputRecord {
+            topic: self.repartition.clone(),
+            value: Some(journey_store::encode(&journey)),
+            headers: vec![Header {
+                name: FORWARD_HEADER.into(),
+                value: from.to_string(),
+            }],
+            partition: Some(partition_for(to, self.partitions)),
+            key: to.to_string(),
+        })
     }
 
     /// The journey step's side of [`Topology::forward`]: merges a forwarded

@@ -1,0 +1,92 @@
+"""Scale-out: 1, 2 and 3 worker processes compute the journeys one process computes.
+
+The input has three partitions and the load generator keys events by their
+first identifier, so one person's events arrive on several partitions under
+different identifiers. The oracle is `journey replay --journeys` on the same
+workload; the union of the workers' final journeys must equal it.
+"""
+import json
+import subprocess
+import time
+
+import pytest
+
+from avro_util import decode
+from conftest import BIN, Topics, read_all
+from test_crash import committed_offset, wait_caught_up
+
+COUNT = 6000
+
+
+def repartition_settled(topics, instances, quiet=4.0, timeout=120):
+    """Waits until the journey steps stop committing repartition offsets (forwarding done)."""
+    if instances == 1:
+        return
+    last, since, start = None, time.time(), time.time()
+    while time.time() - start < timeout:
+        now = committed_offset(topics.bootstrap, topics.app, f"rp-{topics.app}", 3)
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet:
+            return
+        time.sleep(0.5)
+    raise AssertionError("repartition topic did not settle")
+
+
+@pytest.mark.parametrize("instances", [1, 2, 3])
+def test_workers_compute_the_oracles_journeys(bootstrap, worker_factory, tmp_path, instances):
+    topics = Topics(bootstrap)
+    topics.create(partitions=3)
+    env = {
+        "JOURNEY__PROCESSING__INSTANCES": str(instances),
+        "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
+        "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
+    }
+    data = tmp_path / "events.jsonl"
+    args = ["--count", str(COUNT), "--customers", "400", "--malformed", "0", "--duplicates", "0.02"]
+    subprocess.run([BIN, "produce", "--to-file", str(data), *args], check=True, env=topics.env(**env))
+    subprocess.run([BIN, "replay", str(data), "--journeys", str(tmp_path / "oracle.jsonl")],
+                   check=True, env=topics.env(**env), capture_output=True)
+    subprocess.run([BIN, "produce", *args], check=True, env=topics.env(**env))
+
+    workers, dirs = [], []
+    for i in range(instances):
+        state = f"{topics.state_dir}-{i}"
+        dirs.append(state)
+        workers.append(worker_factory(topics, JOURNEY_INSTANCE_ID=f"journey-{i}",
+                                      JOURNEY__STATE__DIR=f'"{state}"', **env))
+    wait_caught_up(topics, workers, COUNT, timeout=240, partitions=3)
+    repartition_settled(topics, instances)
+    for w in workers:
+        assert w.terminate() == 0, w.output()[-3000:]
+
+    got = []
+    for i, state in enumerate(dirs):
+        out = tmp_path / f"worker-{i}.jsonl"
+        subprocess.run([BIN, "inspect", "--journeys", str(out)], check=True, capture_output=True,
+                       env=topics.env(JOURNEY__STATE__DIR=f'"{state}"', **env))
+        got.extend(json.loads(line) for line in out.read_text().splitlines())
+    oracle = [json.loads(line) for line in (tmp_path / "oracle.jsonl").read_text().splitlines()]
+    got.sort(key=lambda j: j["key"])
+    assert [j["key"] for j in got] == [j["key"] for j in oracle]
+    assert got == oracle
+
+    # Every customer's last transition under its final key is its final stage;
+    # a journey that only moved to a new key (a merge that changed no stage)
+    # has its stage from a transition under one of its other identifiers.
+    latest, seen = {}, set()
+    for m in read_all(bootstrap, topics.transitions, timeout=120):
+        t = decode("StageTransition", m.value())
+        k = (t["customer_key"], t["model"])
+        seen.add((t["customer_key"], t["model"], t["to_stage"]))
+        if k not in latest or t["sequence"] > latest[k]["sequence"]:
+            latest[k] = t
+    for j in oracle:
+        keys = {f'{i["type"]}:{i["value"]}' for i in j["identifiers"]}
+        for model, stage in j["stages"]:
+            if stage is None:
+                continue
+            if (j["key"], model) in latest:
+                assert latest[(j["key"], model)]["to_stage"] == stage, (j["key"], model)
+            else:
+                assert any((k, model, stage) in seen for k in keys), (j["key"], model)
