@@ -142,13 +142,13 @@ impl Topology {
         out: &mut Vec<Output>,
     ) -> Vec<OutputRecord> {
         let mut forwards = Vec::new();
-        if let Ok(key) = engine.route_key(event) {
-            if !self.owns_key(&key) {
-                let (usable, _) = engine.identity().usable(&event.identifiers);
-                for id in usable {
-                    let held = engine.identity().key_of(&id).unwrap_or_else(|| id.key());
-                    forwards.extend(self.forward_one(engine, &held, &key));
-                }
+        if let Ok(key) = engine.route_key(event)
+            && !self.owns_key(&key)
+        {
+            let (usable, _) = engine.identity().usable(&event.identifiers);
+            for id in usable {
+                let held = engine.identity().key_of(&id).unwrap_or_else(|| id.key());
+                forwards.extend(self.forward_one(engine, &held, &key));
             }
         }
         engine.link_event(event, out);
