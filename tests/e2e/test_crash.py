@@ -26,10 +26,10 @@ COUNT = 12000
 ROW = lambda t, to: (t["customer_key"], t["model"], t["sequence"], t["from_stage"] if "from_stage" in t else t["from"], to, t["cause"])
 
 
-def read_uncommitted(bootstrap, topic):
+def read_uncommitted(bootstrap, topic, partitions=1):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "raw-" + uuid.uuid4().hex,
                   "isolation.level": "read_uncommitted", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, 0)])
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out, last = [], time.time()
     while time.time() - last < 3:
         for m in c.consume(1000, 0.5):
@@ -110,14 +110,14 @@ def run_with_kills(bootstrap, worker_factory, tmp_path, mode):
     return topics, expected
 
 
-def classify(topics):
-    verdicts = kafka_raw.outcomes(topics.bootstrap, topics.transitions, 0)
+def classify(topics, partitions=1):
+    verdicts = {p: kafka_raw.outcomes(topics.bootstrap, topics.transitions, p) for p in range(partitions)}
     kept, extra = [], []
-    for m in read_uncommitted(topics.bootstrap, topics.transitions):
+    for m in read_uncommitted(topics.bootstrap, topics.transitions, partitions):
         t = decode("StageTransition", m.value())
         row = ROW(t, t["to_stage"])
-        (kept if verdicts.get(m.offset()) in (kafka_raw.COMMITTED, kafka_raw.PLAIN) else extra).append(
-            (row, verdicts.get(m.offset())))
+        verdict = verdicts[m.partition()].get(m.offset())
+        (kept if verdict in (kafka_raw.COMMITTED, kafka_raw.PLAIN) else extra).append((row, verdict))
     return [r for r, _ in kept], extra
 
 
@@ -138,3 +138,69 @@ def test_sigkill_at_least_once(bootstrap, worker_factory, tmp_path):
     for r in committed:
         by_id.setdefault(r[:3], set()).add(r)
     assert all(len(v) == 1 for v in by_id.values())
+
+
+def test_sigkill_two_instances(bootstrap, worker_factory, tmp_path):
+    """Two instances stitching across partitions; one or the other killed at random points."""
+    topics = Topics(bootstrap)
+    topics.create(partitions=2)
+    env = {
+        "JOURNEY__TOPICS__INPUT_PARTITIONS": "2",
+        "JOURNEY__TOPICS__OUTPUT_PARTITIONS": "2",
+        "JOURNEY__PROCESSING__INSTANCES": "2",
+        "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
+        "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
+        "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
+        "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
+    }
+    data = tmp_path / "events.jsonl"
+    args = ["--count", str(COUNT), "--customers", "800", "--malformed", "0", "--duplicates", "0.02"]
+    subprocess.run([BIN, "produce", "--to-file", str(data), *args], check=True, env=topics.env(**env))
+    replay = subprocess.run([BIN, "replay", str(data), "--journeys", str(tmp_path / "oracle.jsonl")],
+                            check=True, env=topics.env(**env), capture_output=True, text=True).stdout
+    subprocess.run([BIN, "produce", *args], check=True, env=topics.env(**env))
+    dirs = [f"{topics.state_dir}-{i}" for i in range(2)]
+
+    def start(i):
+        return worker_factory(topics, JOURNEY_INSTANCE_ID=str(i), JOURNEY__STATE__DIR=f'"{dirs[i]}"', **env)
+
+    workers = [start(0), start(1)]
+    rng = random.Random(11)
+    kills = 0
+    for round_ in range(6):
+        i = round_ % 2
+        time.sleep(rng.uniform(1.0, 4.0))
+        if workers[i].alive():
+            workers[i].proc.send_signal(signal.SIGKILL)
+            workers[i].proc.wait()
+            kills += 1
+        if round_ == 3:
+            shutil.rmtree(dirs[i], ignore_errors=True)
+        workers[i] = start(i)
+    assert kills >= 5, [w.output()[-2000:] for w in workers]
+    wait_caught_up(topics, workers, COUNT, timeout=300, partitions=2)
+    from test_scale import repartition_settled
+    repartition_settled(topics, 2)
+    for w in workers:
+        assert w.terminate() == 0, w.output()[-3000:]
+
+    got = []
+    for i, d in enumerate(dirs):
+        out = tmp_path / f"worker-{i}.jsonl"
+        subprocess.run([BIN, "inspect", "--journeys", str(out)], check=True, capture_output=True,
+                       env=topics.env(JOURNEY__STATE__DIR=f'"{d}"', **env))
+        got.extend(out.read_text().splitlines())
+    assert sorted(got, key=lambda line: json.loads(line)["key"]) == (tmp_path / "oracle.jsonl").read_text().splitlines()
+
+    committed, extra = classify(topics, partitions=2)
+    assert all(v == kafka_raw.ABORTED for _, v in extra), [e for e in extra if e[1] != kafka_raw.ABORTED][:5]
+    ids = [r[:3] for r in committed]
+    assert len(ids) == len(set(ids)), "a transition id committed twice"
+    # Customers whose key never changed: exactly the oracle's transitions.
+    oracle = [json.loads(line) for line in (tmp_path / "oracle.jsonl").read_text().splitlines()]
+    owner = {f'{i["type"]}:{i["value"]}': j["key"] for j in oracle for i in j["identifiers"]}
+    expected = [ROW(t, t["to"]) for t in map(json.loads, replay.splitlines())]
+    keys = {r[0] for r in expected}
+    stable = {k for k in keys if owner.get(k) == k and not any(owner.get(o) == k and o != k for o in keys)}
+    assert len(stable) > 100
+    assert sorted(r for r in committed if r[0] in stable) == sorted(r for r in expected if r[0] in stable)

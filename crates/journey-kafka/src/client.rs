@@ -126,6 +126,13 @@ impl ClientContext for Ctx {
         }
     }
 
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End of partition is how a restore knows it is done, not an error.
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            error!(error = %error, "librdkafka: {reason}");
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
