@@ -126,3 +126,19 @@ def test_replay_matches_the_worker(bootstrap, worker_factory, tmp_path):
     w.terminate()
     got = sorted(row(t, t["to_stage"]) for t in (decode("StageTransition", m.value()) for m in msgs))
     assert got == expected
+
+
+def test_transitions_also_routed_per_model_and_per_transition(topics, worker_factory):
+    w = worker_factory(topics, JOURNEY__TOPICS__ROUTING='["model", "transition"]')
+    events = [(k.encode(), encode("InteractionEvent", e)) for k, e in journey_events()]
+    produce(topics.bootstrap, topics.input, events[:2])
+    assert len(read_all(topics.bootstrap, topics.transitions, expect=2)) == 2
+    produce(topics.bootstrap, topics.input, events[2:])
+    assert len(read_all(topics.bootstrap, topics.transitions, expect=5)) == 5
+    per_model = read_all(topics.bootstrap, f"{topics.transitions}.funnel5", expect=5)
+    assert len(per_model) == 5
+    advocacy = read_all(topics.bootstrap, f"{topics.transitions}.funnel5.purchase-to-advocacy", expect=1)
+    assert [m.key() for m in advocacy] == [b"customer_id:C-17"]
+    first = read_all(topics.bootstrap, f"{topics.transitions}.funnel5.none-to-purchase", expect=1)
+    assert [decode("StageTransition", m.value())["customer_key"] for m in first] == ["customer_id:C-17"]
+    assert w.terminate() == 0

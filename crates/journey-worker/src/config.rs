@@ -86,6 +86,55 @@ pub struct Topics {
     pub replication: i32,
     /// Create missing topics at start-up.
     pub create: bool,
+    /// Besides the transitions topic, also send each transition to
+    /// `<transitions>.<model>` ("model") and/or to
+    /// `<transitions>.<model>.<from>-to-<to>` ("transition", `none` for a
+    /// first stage). The worker creates every such topic its models can reach.
+    pub routing: Vec<Routing>,
+}
+
+/// Extra transition topics (see `topics.routing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// One topic per stage model.
+    Model,
+    /// One topic per model and (from, to) pair.
+    Transition,
+}
+
+impl Topics {
+    /// The extra topics a transition goes to.
+    pub fn routed(&self, model: &str, from: Option<&str>, to: &str) -> Vec<String> {
+        self.routing
+            .iter()
+            .map(|r| match r {
+                Routing::Model => format!("{}.{model}", self.transitions),
+                Routing::Transition => format!(
+                    "{}.{model}.{}-to-{to}",
+                    self.transitions,
+                    from.unwrap_or("none")
+                ),
+            })
+            .collect()
+    }
+
+    /// Every extra topic the given models can reach.
+    pub fn all_routed(&self, models: &[StageModel]) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in models {
+            let stages = m.stages();
+            for to in stages {
+                let froms = std::iter::once(None).chain(stages.iter().map(|s| Some(s.as_str())));
+                for from in froms.filter(|f| *f != Some(to.as_str())) {
+                    out.extend(self.routed(m.name(), from, to));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 impl Default for Topics {
@@ -103,6 +152,7 @@ impl Default for Topics {
             output_partitions: 3,
             replication: 1,
             create: true,
+            routing: Vec::new(),
         }
     }
 }

@@ -42,6 +42,11 @@ pub fn topic_specs(cfg: &Config) -> Vec<TopicSpec> {
         spec(&t.merges, t.output_partitions, false, week),
         spec(&t.identity_links, t.output_partitions, false, week),
     ];
+    if let Ok(models) = cfg.stage_models() {
+        for name in t.all_routed(&models) {
+            specs.push(spec(&name, t.output_partitions, false, week));
+        }
+    }
     if Topology::of(cfg).is_some() {
         specs.push(spec(&t.changelog, t.input_partitions, true, week));
         specs.push(spec(&t.repartition, t.input_partitions, false, week));
@@ -78,7 +83,7 @@ impl Router<'_> {
         if let Some(ts) = source_ts {
             batch.latencies.push((t.model.clone(), ts));
         }
-        batch.records.push(OutputRecord {
+        let record = OutputRecord {
             topic: self.cfg.topics.transitions.clone(),
             key: t.customer_key.clone(),
             value: Some(value),
@@ -105,7 +110,14 @@ impl Router<'_> {
                 },
             ],
             partition: None,
-        });
+        };
+        for topic in self.cfg.topics.routed(&t.model, t.from.as_deref(), &t.to) {
+            batch.records.push(OutputRecord {
+                topic,
+                ..record.clone()
+            });
+        }
+        batch.records.push(record);
         Ok(())
     }
 
