@@ -317,6 +317,7 @@ impl Engine {
             // In order and already behind the new watermark: the same as
             // holding it and releasing it at once, without the buffer.
             self.watermark = target;
+            self.fire_timers_until(event.time - 1, out);
             self.process(event, out);
             self.fire_due_timers(out);
             return Ok(Submitted::Applied);
@@ -352,6 +353,8 @@ impl Engine {
                 break;
             }
             let event = entry.remove();
+            // Everything in event-time order: timers due before the event first.
+            self.fire_timers_until(event.time - 1, out);
             self.process(event, out);
         }
         self.fire_due_timers(out);
@@ -366,8 +369,15 @@ impl Engine {
     }
 
     fn fire_due_timers(&mut self, out: &mut Vec<Output>) {
+        self.fire_timers_until(self.watermark, out);
+    }
+
+    /// Fires the timers due at or before `until` (never beyond the watermark),
+    /// in due order.
+    fn fire_timers_until(&mut self, until: Millis, out: &mut Vec<Output>) {
+        let until = until.min(self.watermark);
         while let Some(first) = self.timers.first() {
-            if first.0 > self.watermark {
+            if first.0 > until {
                 break;
             }
             let (due, key) = self.timers.pop_first().expect("non-empty");
@@ -377,7 +387,7 @@ impl Engine {
             if journey.next_due == Some(due) {
                 journey.next_due = None;
                 let mut changes = std::mem::take(&mut self.changes);
-                journey.fire_timers(&self.models, self.watermark, &mut changes);
+                journey.fire_timers(&self.models, until, &mut changes);
                 for (model, change, _) in changes.drain(..) {
                     self.emit(&key, &mut journey, model, change, Cause::Timer, None, out);
                 }
@@ -555,6 +565,13 @@ impl Engine {
         let tp = event.into_touchpoint();
         if journey.is_in_order(&tp) {
             let mut changes = std::mem::take(&mut self.changes);
+            // Timers due before the touchpoint fire first, and are reported
+            // with the journey as it was then: the same transitions as when
+            // the watermark fires them before the touchpoint arrives.
+            journey.fire_timers(&self.models, tp.time - 1, &mut changes);
+            for (model, change, _) in changes.drain(..) {
+                self.emit(&key, &mut journey, model, change, Cause::Timer, None, out);
+            }
             journey.apply_in_order(&self.models, tp, &mut changes);
             if !changes.is_empty() {
                 let trig = trigger_of(journey.touchpoints.last().expect("just applied"));
