@@ -40,6 +40,7 @@ from avro_util import decode, encode  # noqa: E402
 CACHE = os.environ.get("JOURNEY_CACHE", os.path.expanduser("~/.cache/journey"))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
 BIN = os.path.join(TARGET, "release", "journey")
+QUIX_PY = os.path.join(CACHE, "venv-quix", "bin", "python")
 PARTITIONS = 3
 
 
@@ -80,7 +81,8 @@ class Run:
     def create_topics(self):
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         cfg = {"retention.ms": "604800000"}
-        fs = admin.create_topics([NewTopic(t, PARTITIONS, 1, config=cfg) for t in (self.input, self.copy)])
+        fs = admin.create_topics([NewTopic(t, PARTITIONS, 1, config=cfg)
+                                  for t in (self.input, self.copy, f"quix-out-{self.tag}")])
         for f in fs.values():
             f.result()
         subprocess.run([BIN, "topics"], env=self.env(), check=True, capture_output=True)
@@ -88,6 +90,17 @@ class Run:
     def start(self, args, logname):
         out = open(os.path.join(self.work, f"{logname}-{self.tag}.log"), "w+")
         p = subprocess.Popen([BIN, *args], env=self.env(), stdout=out, stderr=subprocess.STDOUT)
+        p.started, p.logfile = time.time(), out
+        self.procs.append(p)
+        return p
+
+    def start_quix(self):
+        """The Quix Streams peer (bench/quix_peer.py) over the same input."""
+        out = open(os.path.join(self.work, f"quix-{self.tag}.log"), "w+")
+        p = subprocess.Popen([QUIX_PY, os.path.join(ROOT, "bench", "quix_peer.py"), self.bootstrap, self.input,
+                              f"quix-out-{self.tag}", f"{self.app}-quix", os.path.join(self.work, f"quix-{self.tag}"),
+                              os.path.join(ROOT, "schemas", "InteractionEvent.avsc")],
+                             cwd=self.work, stdout=out, stderr=subprocess.STDOUT)
         p.started, p.logfile = time.time(), out
         self.procs.append(p)
         return p
@@ -215,7 +228,7 @@ def main():
         broker_dir = os.path.join(work, "broker")
         bootstrap = subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "start", broker_dir],
                                    check=True, capture_output=True, text=True).stdout.strip()
-    rows = {k: [] for k in ("baseline", "pipeline", "ready_intact", "ready_wiped")}
+    rows = {k: [] for k in ("baseline", "pipeline", "quix", "ready_intact", "ready_wiped")}
     try:
         workload = os.path.join(work, "events.jsonl")
         gen = ["--count", str(events), "--customers", str(customers), "--malformed", "0"]
@@ -233,6 +246,10 @@ def main():
                 rows["pipeline"].append(throughput(run, run.app, events, worker, 3600))
                 worker.send_signal(signal.SIGTERM)
                 worker.wait(60)
+                quix = run.start_quix()
+                rows["quix"].append(throughput(run, f"{run.app}-quix", events, quix, 3600))
+                quix.send_signal(signal.SIGTERM)
+                quix.wait(60)
                 worker = run.start(["run"], "worker-restart")
                 rows["ready_intact"].append(time_to_ready(run, worker))
                 worker.send_signal(signal.SIGTERM)
@@ -243,6 +260,7 @@ def main():
             finally:
                 run.stop_all()
             log(f"  baseline {rows['baseline'][-1]:.0f}/s, pipeline {rows['pipeline'][-1]:.0f}/s, "
+                f"quix {rows['quix'][-1]:.0f}/s, "
                 f"ready {rows['ready_intact'][-1]:.2f}s intact, {rows['ready_wiped'][-1]:.2f}s wiped")
         peak = statistics.median(rows["pipeline"])
         log(f"latency at half of peak ({peak / 2:.0f} events/s)")
@@ -266,6 +284,8 @@ def main():
     print(f"| baseline: raw transactional consume→produce | {med['baseline']:,.0f} records/s | 1.00 |")
     print(f"| pipeline, exactly-once, 1 worker | {med['pipeline']:,.0f} events/s | "
           f"{med['pipeline'] / med['baseline']:.2f} × baseline |")
+    print(f"| peer: Quix Streams 3.28, exactly-once (bench/quix_peer.py) | {med['quix']:,.0f} events/s | "
+          f"pipeline = {med['pipeline'] / med['quix']:.1f} × peer |")
     print(f"| event → transition latency at {peak / 2:,.0f} events/s | p50 {pct(lat, 0.5):.0f} ms, "
           f"p99 {pct(lat, 0.99):.0f} ms, max {pct(lat, 1.0):.0f} ms ({len(lat)} transitions) | |")
     print(f"| time to ready, directory intact | {med['ready_intact']:.2f} s | |")

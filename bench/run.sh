@@ -6,6 +6,12 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 "$JOURNEY_ROOT/scripts/setup.sh"
+QUIX="$JOURNEY_CACHE/venv-quix"
+if [ ! -x "$QUIX/bin/python" ] || ! "$QUIX/bin/python" -c "import quixstreams, fastavro" 2>/dev/null; then
+  log "installing the Quix Streams peer into $QUIX"
+  python3 -m venv "$QUIX"
+  "$QUIX/bin/pip" install -q --disable-pip-version-check quixstreams==3.28.1 fastavro
+fi
 log "release build"
 (cd "$JOURNEY_ROOT" && cargo build -q --release -p journey-worker)
 exec "$JOURNEY_CACHE/venv/bin/python" "$JOURNEY_ROOT/bench/run.py" "$@"
