@@ -73,12 +73,14 @@ pub struct Topics {
     /// Identity links (applied and refused).
     pub identity_links: String,
     /// Compacted changelog of the workers' state: one partition with one
-    /// instance, `input-partitions` partitions with several.
+    /// instance, `input-partitions` partitions with several. Empty:
+    /// `<application-id>-state-changelog`.
     pub changelog: String,
-    /// Internal topic of events re-keyed by customer key (several instances).
+    /// Internal topic of events re-keyed by customer key (several
+    /// instances). Empty: `<application-id>-repartition`.
     pub repartition: String,
     /// Internal single-partition log of identity links, read by every
-    /// instance (several instances).
+    /// instance (several instances). Empty: `<application-id>-identity-log`.
     pub identity_log: String,
     /// Partitions of the output topics when the worker creates them.
     pub output_partitions: i32,
@@ -146,9 +148,9 @@ impl Default for Topics {
             dead_letters: "journey-dead-letters".into(),
             merges: "journey-profile-merges".into(),
             identity_links: "journey-identity-links".into(),
-            changelog: "journey-state-changelog".into(),
-            repartition: "journey-repartition".into(),
-            identity_log: "journey-identity-log".into(),
+            changelog: String::new(),
+            repartition: String::new(),
+            identity_log: String::new(),
             output_partitions: 3,
             replication: 1,
             create: true,
@@ -316,14 +318,31 @@ impl Config {
             set_path(&mut tree, &path, &v).with_context(|| format!("environment override {k}"))?;
         }
         let where_ = path.map_or("the defaults".to_string(), |p| p.display().to_string());
-        let cfg: Config = serde_path_to_error::deserialize(tree)
+        let mut cfg: Config = serde_path_to_error::deserialize(tree)
             .map_err(|e| {
                 let path = e.path().to_string();
                 anyhow::anyhow!("{path}: {}", e.into_inner().message().trim())
             })
             .with_context(|| format!("invalid configuration in {where_}"))?;
+        cfg.derive_internal_topics();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Internal topic names left empty derive from the application id, as in
+    /// Kafka Streams.
+    fn derive_internal_topics(&mut self) {
+        let app = self.kafka.application_id.clone();
+        let t = &mut self.topics;
+        for (name, suffix) in [
+            (&mut t.changelog, "state-changelog"),
+            (&mut t.repartition, "repartition"),
+            (&mut t.identity_log, "identity-log"),
+        ] {
+            if name.trim().is_empty() {
+                *name = format!("{app}-{suffix}");
+            }
+        }
     }
 
     fn validate(&self) -> Result<()> {
