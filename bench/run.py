@@ -271,7 +271,7 @@ def main():
                 feed.append((e["identifiers"][0]["value"].encode(), encode("InteractionEvent", to_avro(e)), e["event_id"]))
         lat = latency(bootstrap, work, feed, peak / 2, 20 if a.short else 60)
         log("engine + store alone (no broker), with raw RocksDB puts of the same writes")
-        store = subprocess.run(["cargo", "bench", "-q", "-p", "journey-store", "--bench", "apply", "--", *store_args],
+        store = subprocess.run(["cargo", "bench", "-q", "--profile", "dev", "-p", "journey-store", "--bench", "apply", "--", *store_args],
                                cwd=ROOT, check=True, capture_output=True, text=True).stdout
     finally:
         if broker_dir:

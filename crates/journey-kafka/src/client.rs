@@ -499,6 +499,10 @@ impl Producer {
         offsets: &BTreeMap<Partition, i64>,
         timeout: Duration,
     ) -> Result<()> {
+        // Wait for every delivery report in 1 ms polls: rdkafka's flush
+        // waited in 100 ms steps here, so every commit took ~103 ms (against
+        // ~4 ms for the same transaction from Python's client).
+        self.drain(timeout)?;
         if !offsets.is_empty() {
             let meta = consumer
                 .inner
@@ -516,6 +520,24 @@ impl Producer {
             .map_err(|e| Error::kafka("commit transaction", e))
     }
 
+    /// Serves delivery reports until nothing is in flight.
+    fn drain(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.inner.in_flight_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Topic {
+                    topic: "-".into(),
+                    problem: format!(
+                        "{} records not delivered within {timeout:?}",
+                        self.inner.in_flight_count()
+                    ),
+                });
+            }
+            self.inner.poll(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     /// Aborts the open transaction.
     pub fn abort_transaction(&self, timeout: Duration) -> Result<()> {
         self.inner
@@ -525,9 +547,7 @@ impl Producer {
 
     /// Waits until every queued record is acknowledged; fails if any delivery failed.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.inner
-            .flush(timeout)
-            .map_err(|e| Error::kafka("flush", e))?;
+        self.drain(timeout)?;
         let failed = self
             .inner
             .context()

@@ -25,6 +25,11 @@ use tracing::{error, info};
 
 use crate::config::Config;
 
+/// mimalloc: glibc's allocator spent about half of the worker's CPU time in
+/// malloc/free with librdkafka's threads around (`perf`, BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Streaming journey stitching: Kafka in, identity stitching and stage models,
 /// stage transitions out, exactly once.
 #[derive(Parser)]
