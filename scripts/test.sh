@@ -29,4 +29,6 @@ else
 fi
 log "end-to-end tests against a real broker"
 "$JOURNEY_CACHE/venv/bin/python" -m pytest -q -x "$JOURNEY_ROOT/tests/e2e" -p no:cacheprovider
+log "benchmark harness, short mode (prints its table; timings are never asserted)"
+"$JOURNEY_ROOT/bench/run.sh" --short
 log "all tests passed"
