@@ -87,9 +87,9 @@ class Run:
             f.result()
         subprocess.run([BIN, "topics"], env=self.env(), check=True, capture_output=True)
 
-    def start(self, args, logname):
+    def start(self, args, logname, **env):
         out = open(os.path.join(self.work, f"{logname}-{self.tag}.log"), "w+")
-        p = subprocess.Popen([BIN, *args], env=self.env(), stdout=out, stderr=subprocess.STDOUT)
+        p = subprocess.Popen([BIN, *args], env=self.env(**env), stdout=out, stderr=subprocess.STDOUT)
         p.started, p.logfile = time.time(), out
         self.procs.append(p)
         return p
@@ -125,8 +125,9 @@ def committed_total(bootstrap, group, topic):
         c.close()
 
 
-def throughput(run, group, total, proc, timeout):
-    """Records/s committed by `group`, between its first commit and the one that reaches `total`."""
+def throughput(run, group, total, proc, timeout, then=None):
+    """Records/s committed by `group`, between its first commit and the one that reaches `total`
+    (and, with `then`, until the group's offsets on that internal topic stop moving)."""
     first = None
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -137,7 +138,15 @@ def throughput(run, group, total, proc, timeout):
         if done >= total:
             if first[1] >= total or now <= first[0]:
                 return float("nan")
-            return (total - first[1]) / (now - first[0])
+            end, last = now, None
+            while then:
+                moved = committed_total(run.bootstrap, group, then)
+                if moved == last and time.time() - end > 1.0:
+                    break
+                if moved != last:
+                    last, end = moved, time.time()
+                time.sleep(0.1)
+            return (total - first[1]) / (end - first[0])
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see {proc.logfile.name}")
         time.sleep(0.1)
@@ -157,11 +166,11 @@ def time_to_ready(run, proc, timeout=600):
     raise RuntimeError("worker not ready in time")
 
 
-def latency(bootstrap, work, events, rate, seconds):
+def latency(bootstrap, work, events, rate, seconds, **env):
     """Feeds `events` at `rate`/s to a fresh pipeline; returns transition latencies in ms."""
     run = Run(bootstrap, work)
     run.create_topics()
-    w = run.start(["run"], "latency-worker")
+    w = run.start(["run"], "latency-worker", **env)
     try:
         time_to_ready(run, w)
         sent = {}
@@ -171,7 +180,7 @@ def latency(bootstrap, work, events, rate, seconds):
         def read():
             c = Consumer({"bootstrap.servers": bootstrap, "group.id": "lat-" + run.tag,
                           "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                          "enable.auto.commit": False})
+                          "enable.auto.commit": False, "fetch.wait.max.ms": 10})
             c.assign([TopicPartition(f"tr-{run.tag}", p, 0) for p in range(PARTITIONS)])
             while not stop.is_set():
                 for m in c.consume(500, 0.1):
@@ -228,7 +237,7 @@ def main():
         broker_dir = os.path.join(work, "broker")
         bootstrap = subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "start", broker_dir],
                                    check=True, capture_output=True, text=True).stdout.strip()
-    rows = {k: [] for k in ("baseline", "pipeline", "quix", "ready_intact", "ready_wiped")}
+    rows = {k: [] for k in ("baseline", "pipeline", "pipeline2", "quix", "ready_intact", "ready_wiped")}
     try:
         workload = os.path.join(work, "events.jsonl")
         gen = ["--count", str(events), "--customers", str(customers), "--malformed", "0"]
@@ -246,6 +255,21 @@ def main():
                 rows["pipeline"].append(throughput(run, run.app, events, worker, 3600))
                 worker.send_signal(signal.SIGTERM)
                 worker.wait(60)
+                # Two instances (processing.instances = 2) over the same input,
+                # under another application id, so with their own internal topics.
+                app2 = f"{run.app}-x2"
+                two = [run.start(["run"], f"worker2-{i}", JOURNEY__KAFKA__APPLICATION_ID=f'"{app2}"',
+                                 JOURNEY__PROCESSING__INSTANCES="2", JOURNEY_INSTANCE_ID=str(i),
+                                 JOURNEY__STATE__DIR=f'"{run.state}-x2-{i}"',
+                                 JOURNEY__TOPICS__TRANSITIONS=f'"tr2-{run.tag}"',
+                                 JOURNEY__TOPICS__MERGES=f'"mg2-{run.tag}"',
+                                 JOURNEY__TOPICS__IDENTITY_LINKS=f'"ln2-{run.tag}"',
+                                 JOURNEY__TOPICS__DEAD_LETTERS=f'"dlq2-{run.tag}"',
+                                 JOURNEY__TOPICS__CHANGELOG='""') for i in range(2)]
+                rows["pipeline2"].append(throughput(run, app2, events, two[0], 3600, then=f"{app2}-repartition"))
+                for w in two:
+                    w.send_signal(signal.SIGTERM)
+                    w.wait(60)
                 quix = run.start_quix()
                 rows["quix"].append(throughput(run, f"{run.app}-quix", events, quix, 3600))
                 quix.send_signal(signal.SIGTERM)
@@ -260,6 +284,7 @@ def main():
             finally:
                 run.stop_all()
             log(f"  baseline {rows['baseline'][-1]:.0f}/s, pipeline {rows['pipeline'][-1]:.0f}/s, "
+                f"2 instances {rows['pipeline2'][-1]:.0f}/s, "
                 f"quix {rows['quix'][-1]:.0f}/s, "
                 f"ready {rows['ready_intact'][-1]:.2f}s intact, {rows['ready_wiped'][-1]:.2f}s wiped")
         peak = statistics.median(rows["pipeline"])
@@ -270,6 +295,8 @@ def main():
                 e = json.loads(line)
                 feed.append((e["identifiers"][0]["value"].encode(), encode("InteractionEvent", to_avro(e)), e["event_id"]))
         lat = latency(bootstrap, work, feed, peak / 2, 20 if a.short else 60)
+        log("latency again with engine.out-of-order-ms = 0 (no hold buffer)")
+        lat0 = latency(bootstrap, work, feed, peak / 2, 20 if a.short else 60, JOURNEY__ENGINE__OUT_OF_ORDER_MS="0")
         log("engine + store alone (no broker), with raw RocksDB puts of the same writes")
         store = subprocess.run(["cargo", "bench", "-q", "--profile", "dev", "-p", "journey-store", "--bench", "apply", "--", *store_args],
                                cwd=ROOT, check=True, capture_output=True, text=True).stdout
@@ -284,10 +311,14 @@ def main():
     print(f"| baseline: raw transactional consume→produce | {med['baseline']:,.0f} records/s | 1.00 |")
     print(f"| pipeline, exactly-once, 1 worker | {med['pipeline']:,.0f} events/s | "
           f"{med['pipeline'] / med['baseline']:.2f} × baseline |")
+    print(f"| pipeline, exactly-once, 2 instances | {med['pipeline2']:,.0f} events/s | "
+          f"{med['pipeline2'] / med['baseline']:.2f} × baseline, {med['pipeline2'] / med['pipeline']:.2f} × 1 worker |")
     print(f"| peer: Quix Streams 3.28, exactly-once (bench/quix_peer.py) | {med['quix']:,.0f} events/s | "
           f"pipeline = {med['pipeline'] / med['quix']:.1f} × peer |")
     print(f"| event → transition latency at {peak / 2:,.0f} events/s | p50 {pct(lat, 0.5):.0f} ms, "
           f"p99 {pct(lat, 0.99):.0f} ms, max {pct(lat, 1.0):.0f} ms ({len(lat)} transitions) | |")
+    print(f"| same, out-of-order bound 0 | p50 {pct(lat0, 0.5):.0f} ms, "
+          f"p99 {pct(lat0, 0.99):.0f} ms, max {pct(lat0, 1.0):.0f} ms ({len(lat0)} transitions) | |")
     print(f"| time to ready, directory intact | {med['ready_intact']:.2f} s | |")
     print(f"| time to ready, directory wiped (changelog restore) | {med['ready_wiped']:.2f} s | |")
     print("\nengine + store alone:\n" + store.strip())
