@@ -16,7 +16,6 @@ out-of-orderness buffer, no late-event replay, no dead letters.
 """
 import io
 import json
-import struct
 import sys
 
 import fastavro

@@ -7,12 +7,9 @@ markers (kafka_raw), as a read_committed consumer on Apache Kafka would: the
 committed records must be exactly the oracle's, and every other record must
 belong to an aborted transaction.
 """
-import json
-import os
 import random
 import shutil
 import signal
-import subprocess
 import time
 import uuid
 
@@ -20,7 +17,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 import kafka_raw
 from avro_util import decode
-from conftest import BIN, Topics
+from conftest import Topics
+from runs import repartition_settled, stable_keys, wait_caught_up, worker_journeys, workload
 
 COUNT = 12000
 ROW = lambda t, to: (t["customer_key"], t["model"], t["sequence"], t["from_stage"] if "from_stage" in t else t["from"], to, t["cause"])
@@ -40,29 +38,6 @@ def read_uncommitted(bootstrap, topic, partitions=1):
     return out
 
 
-def committed_offset(bootstrap, group, topic, partitions=1):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in tps)
-    finally:
-        c.close()
-
-
-def wait_caught_up(topics, workers, total, timeout=180, partitions=1):
-    """Until the group has committed `total` input records."""
-    start = time.time()
-    done = 0
-    while time.time() - start < timeout:
-        done = committed_offset(topics.bootstrap, topics.app, topics.input, partitions)
-        if done >= total:
-            return
-        for w in workers:
-            assert w.alive(), w.output()[-3000:]
-        time.sleep(0.5)
-    raise AssertionError(f"workers did not catch up: committed {done} of {total}")
-
-
 def run_with_kills(bootstrap, worker_factory, tmp_path, mode):
     topics = Topics(bootstrap)
     topics.create(partitions=1)  # one partition: the worker sees the file's order
@@ -74,14 +49,9 @@ def run_with_kills(bootstrap, worker_factory, tmp_path, mode):
         "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
         "JOURNEY__PROCESSING__IDLE_ADVANCE_AFTER": '"0s"',
     }
-    data = tmp_path / "events.jsonl"
-    args = ["--count", str(COUNT), "--customers", "800", "--malformed", "0", "--duplicates", "0.02"]
-    subprocess.run([BIN, "produce", "--to-file", str(data), *args], check=True, env=topics.env(**env))
-    oracle = subprocess.run([BIN, "replay", str(data), "--journeys", str(tmp_path / "oracle.jsonl")],
-                            check=True, env=topics.env(**env), capture_output=True, text=True).stdout
-    expected = sorted(ROW(t, t["to"]) for t in map(json.loads, oracle.splitlines()))
+    transitions, oracle = workload(topics, env, tmp_path, COUNT, 800)
+    expected = sorted(ROW(t, t["to"]) for t in transitions)
     assert len(expected) > 500
-    subprocess.run([BIN, "produce", *args], check=True, env=topics.env(**env))
 
     rng = random.Random(7)
     kills = 0
@@ -104,9 +74,7 @@ def run_with_kills(bootstrap, worker_factory, tmp_path, mode):
     time.sleep(1)
     assert w.terminate() == 0, w.output()[-3000:]
     # The final journeys (identifiers, stages, touchpoints) equal the oracle's.
-    subprocess.run([BIN, "inspect", "--journeys", str(tmp_path / "worker.jsonl")], check=True,
-                   env=topics.env(**env), capture_output=True)
-    assert (tmp_path / "worker.jsonl").read_text() == (tmp_path / "oracle.jsonl").read_text()
+    assert worker_journeys(topics, env, [topics.state_dir], tmp_path) == oracle
     return topics, expected
 
 
@@ -153,12 +121,7 @@ def test_sigkill_two_instances(bootstrap, worker_factory, tmp_path):
         "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
         "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
     }
-    data = tmp_path / "events.jsonl"
-    args = ["--count", str(COUNT), "--customers", "800", "--malformed", "0", "--duplicates", "0.02"]
-    subprocess.run([BIN, "produce", "--to-file", str(data), *args], check=True, env=topics.env(**env))
-    replay = subprocess.run([BIN, "replay", str(data), "--journeys", str(tmp_path / "oracle.jsonl")],
-                            check=True, env=topics.env(**env), capture_output=True, text=True).stdout
-    subprocess.run([BIN, "produce", *args], check=True, env=topics.env(**env))
+    transitions, oracle = workload(topics, env, tmp_path, COUNT, 800)
     dirs = [f"{topics.state_dir}-{i}" for i in range(2)]
 
     def start(i):
@@ -179,28 +142,18 @@ def test_sigkill_two_instances(bootstrap, worker_factory, tmp_path):
         workers[i] = start(i)
     assert kills >= 5, [w.output()[-2000:] for w in workers]
     wait_caught_up(topics, workers, COUNT, timeout=300, partitions=2)
-    from test_scale import repartition_settled
     repartition_settled(topics, 2)
     for w in workers:
         assert w.terminate() == 0, w.output()[-3000:]
 
-    got = []
-    for i, d in enumerate(dirs):
-        out = tmp_path / f"worker-{i}.jsonl"
-        subprocess.run([BIN, "inspect", "--journeys", str(out)], check=True, capture_output=True,
-                       env=topics.env(JOURNEY__STATE__DIR=f'"{d}"', **env))
-        got.extend(out.read_text().splitlines())
-    assert sorted(got, key=lambda line: json.loads(line)["key"]) == (tmp_path / "oracle.jsonl").read_text().splitlines()
+    assert worker_journeys(topics, env, dirs, tmp_path) == oracle
 
     committed, extra = classify(topics, partitions=2)
     assert all(v == kafka_raw.ABORTED for _, v in extra), [e for e in extra if e[1] != kafka_raw.ABORTED][:5]
     ids = [r[:3] for r in committed]
     assert len(ids) == len(set(ids)), "a transition id committed twice"
     # Customers whose key never changed: exactly the oracle's transitions.
-    oracle = [json.loads(line) for line in (tmp_path / "oracle.jsonl").read_text().splitlines()]
-    owner = {f'{i["type"]}:{i["value"]}': j["key"] for j in oracle for i in j["identifiers"]}
-    expected = [ROW(t, t["to"]) for t in map(json.loads, replay.splitlines())]
-    keys = {r[0] for r in expected}
-    stable = {k for k in keys if owner.get(k) == k and not any(owner.get(o) == k and o != k for o in keys)}
+    expected = [ROW(t, t["to"]) for t in transitions]
+    stable = stable_keys(oracle, {r[0] for r in expected})
     assert len(stable) > 100
     assert sorted(r for r in committed if r[0] in stable) == sorted(r for r in expected if r[0] in stable)

@@ -5,32 +5,13 @@ first identifier, so one person's events arrive on several partitions under
 different identifiers. The oracle is `journey replay --journeys` on the same
 workload; the union of the workers' final journeys must equal it.
 """
-import json
-import subprocess
-import time
-
 import pytest
 
 from avro_util import decode
-from conftest import BIN, Topics, read_all
-from test_crash import committed_offset, wait_caught_up
+from conftest import Topics, read_all
+from runs import repartition_settled, stable_keys, wait_caught_up, worker_journeys, workload
 
 COUNT = 6000
-
-
-def repartition_settled(topics, instances, quiet=4.0, timeout=120):
-    """Waits until the journey steps stop committing repartition offsets (forwarding done)."""
-    if instances == 1:
-        return
-    last, since, start = None, time.time(), time.time()
-    while time.time() - start < timeout:
-        now = committed_offset(topics.bootstrap, topics.app, f"rp-{topics.app}", 3)
-        if now != last:
-            last, since = now, time.time()
-        elif time.time() - since >= quiet:
-            return
-        time.sleep(0.5)
-    raise AssertionError("repartition topic did not settle")
 
 
 @pytest.mark.parametrize("instances", [1, 2, 3])
@@ -42,12 +23,7 @@ def test_workers_compute_the_oracles_journeys(bootstrap, worker_factory, tmp_pat
         "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
         "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
     }
-    data = tmp_path / "events.jsonl"
-    args = ["--count", str(COUNT), "--customers", "400", "--malformed", "0", "--duplicates", "0.02"]
-    subprocess.run([BIN, "produce", "--to-file", str(data), *args], check=True, env=topics.env(**env))
-    replay = subprocess.run([BIN, "replay", str(data), "--journeys", str(tmp_path / "oracle.jsonl")],
-                            check=True, env=topics.env(**env), capture_output=True, text=True).stdout
-    subprocess.run([BIN, "produce", *args], check=True, env=topics.env(**env))
+    expected, oracle = workload(topics, env, tmp_path, COUNT, 400)
 
     workers, dirs = [], []
     for i in range(instances):
@@ -60,37 +36,25 @@ def test_workers_compute_the_oracles_journeys(bootstrap, worker_factory, tmp_pat
     for w in workers:
         assert w.terminate() == 0, w.output()[-3000:]
 
-    got = []
-    for i, state in enumerate(dirs):
-        out = tmp_path / f"worker-{i}.jsonl"
-        subprocess.run([BIN, "inspect", "--journeys", str(out)], check=True, capture_output=True,
-                       env=topics.env(JOURNEY__STATE__DIR=f'"{state}"', **env))
-        got.extend(json.loads(line) for line in out.read_text().splitlines())
-    oracle = [json.loads(line) for line in (tmp_path / "oracle.jsonl").read_text().splitlines()]
-    got.sort(key=lambda j: j["key"])
+    got = worker_journeys(topics, env, dirs, tmp_path)
     assert [j["key"] for j in got] == [j["key"] for j in oracle]
     assert got == oracle
+
+    committed = [decode("StageTransition", m.value()) for m in read_all(bootstrap, topics.transitions, timeout=120)]
+    row = lambda t, f, to: (t["customer_key"], t["model"], t["sequence"], t[f], t[to], t["cause"])
+    by_key = lambda rows: {k: sorted(r for r in rows if r[0] == k) for k in {r[0] for r in rows}}
+    exp = by_key([row(t, "from", "to") for t in expected])
+    got_t = by_key([row(t, "from_stage", "to_stage") for t in committed])
+    # Customers whose key never changed get exactly the oracle's transitions.
+    stable = stable_keys(oracle, set(exp))
+    assert len(stable) > 100
+    differ = [k for k in stable if exp[k] != got_t.get(k)]
+    assert not differ, [(exp[k], got_t.get(k)) for k in differ[:3]]
 
     # The others: the last transition under the final key is the final stage;
     # a journey that only moved to a new key (a merge that changed no stage)
     # has its stage from a transition under one of its other identifiers.
     latest, seen = {}, set()
-    committed = [decode("StageTransition", m.value()) for m in read_all(bootstrap, topics.transitions, timeout=120)]
-    row = lambda t, f, to: (t["customer_key"], t["model"], t["sequence"], t[f], t[to], t["cause"])
-    expected = [json.loads(line) for line in replay.splitlines()]
-    by_key = lambda rows: {k: sorted(r for r in rows if r[0] == k) for k in {r[0] for r in rows}}
-    exp = by_key([row(t, "from", "to") for t in expected])
-    got_t = by_key([row(t, "from_stage", "to_stage") for t in committed])
-    ids_of = {}
-    for j in oracle:
-        for i in j["identifiers"]:
-            ids_of[f'{i["type"]}:{i["value"]}'] = j["key"]
-    stable = [k for k in exp if ids_of.get(k) == k and all(ids_of.get(o) != k or o == k for o in exp)]
-    # Customers whose key never changed (every oracle transition of theirs is
-    # under their final key) get exactly the oracle's transitions.
-    assert len(stable) > 100
-    differ = [k for k in stable if exp[k] != got_t.get(k)]
-    assert not differ, [(exp[k], got_t.get(k)) for k in differ[:3]]
     for t in committed:
         k = (t["customer_key"], t["model"])
         seen.add((t["customer_key"], t["model"], t["to_stage"]))
@@ -105,4 +69,3 @@ def test_workers_compute_the_oracles_journeys(bootstrap, worker_factory, tmp_pat
                 assert latest[(j["key"], model)]["to_stage"] == stage, (j["key"], model)
             else:
                 assert any((k, model, stage) in seen for k in keys), (j["key"], model)
-

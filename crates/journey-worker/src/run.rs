@@ -273,14 +273,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
                 Consumer::read_to_end(&client, &t.identity_log, 0, cfg.state.restore_timeout)
                     .context("cannot read the identity log")?;
             let next = links.last().map_or(BEGINNING, |r| r.offset + 1);
-            for rec in &links {
-                if let Ok(event) = codec.decode_event(rec.value.as_deref().unwrap_or_default()) {
-                    batch.records.extend(t.link(&event, &mut engine, &mut outs));
-                }
-            }
-            for o in outs.drain(..) {
-                router.output(o, None, &mut batch)?;
-            }
+            apply_links(&links, t, &codec, &mut engine, &router, &mut batch)?;
             info!(links = links.len(), instance = t.me, instances = t.instances, owned = ?start.keys().collect::<Vec<_>>(), "identity log read; partitions assigned");
             let follower = Consumer::new(&client, &format!("{group}-identity-{}", t.me))?;
             follower.assign(&BTreeMap::from([((t.identity_log.clone(), 0), next)]))?;
@@ -367,14 +360,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
                 producer.begin()?;
                 in_txn = true;
             }
-            for rec in &links {
-                if let Ok(event) = codec.decode_event(rec.value.as_deref().unwrap_or_default()) {
-                    batch.records.extend(t.link(&event, &mut engine, &mut outs));
-                }
-            }
-            for o in outs.drain(..) {
-                router.output(o, None, &mut batch)?;
-            }
+            apply_links(&links, t, &codec, &mut engine, &router, &mut batch)?;
         }
         let records = consumer.poll_batch(p.max_poll_records, Duration::from_millis(50))?;
         metrics.rebalances.set(consumer.rebalances() as i64);
@@ -422,30 +408,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             let payload = rec.value.as_deref().unwrap_or_default();
             if let Some(t) = &topo {
                 if rec.topic == cfg.topics.input {
-                    // The resolve step: route the event to its journey's owner.
-                    match codec.decode_event(payload) {
-                        Err(e) => router.dead_letter(
-                            rec,
-                            e.code(),
-                            "decode",
-                            e.to_string(),
-                            &mut batch,
-                        )?,
-                        Ok(event) => match engine.route_key(&event) {
-                            Err(e) => router.dead_letter(
-                                rec,
-                                e.code(),
-                                "validate",
-                                e.to_string(),
-                                &mut batch,
-                            )?,
-                            Ok(key) => batch.records.extend(t.route(
-                                rec,
-                                &key,
-                                event.identifiers.len() > 1,
-                            )),
-                        },
-                    }
+                    resolve(rec, t, &codec, &engine, &router, &mut batch)?;
                     continue;
                 }
                 match t.receive(rec, &mut engine, &mut outs) {
@@ -576,6 +539,54 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         "worker stopped"
     );
     Ok(())
+}
+
+/// Applies identity-log records (several instances): links, merges of
+/// journeys held here, forwards of journeys whose customer moved elsewhere.
+fn apply_links(
+    links: &[InputRecord],
+    t: &Topology,
+    codec: &Codec,
+    engine: &mut Engine,
+    router: &Router<'_>,
+    batch: &mut Batch,
+) -> Result<()> {
+    let mut outs = Vec::new();
+    for rec in links {
+        if let Ok(event) = codec.decode_event(rec.value.as_deref().unwrap_or_default()) {
+            batch.records.extend(t.link(&event, engine, &mut outs));
+        }
+    }
+    for o in outs {
+        router.output(o, None, batch)?;
+    }
+    Ok(())
+}
+
+/// The resolve step (several instances): an input event is checked, then
+/// routed to its journey's owner (and to the identity log if it links).
+fn resolve(
+    rec: &InputRecord,
+    t: &Topology,
+    codec: &Codec,
+    engine: &Engine,
+    router: &Router<'_>,
+    batch: &mut Batch,
+) -> Result<()> {
+    let payload = rec.value.as_deref().unwrap_or_default();
+    let event = match codec.decode_event(payload) {
+        Ok(event) => event,
+        Err(e) => return router.dead_letter(rec, e.code(), "decode", e.to_string(), batch),
+    };
+    match engine.route_key(&event) {
+        Ok(key) => {
+            batch
+                .records
+                .extend(t.route(rec, &key, event.identifiers.len() > 1));
+            Ok(())
+        }
+        Err(e) => router.dead_letter(rec, e.code(), "validate", e.to_string(), batch),
+    }
 }
 
 fn changelog_record(topic: &str, r: &ChangelogRecord, commit: i64) -> OutputRecord {
