@@ -10,8 +10,11 @@ Each repetition, on fresh topics holding the same seeded workload:
   2. pipeline  `journey run`, exactly-once, one worker, over the same input;
   3. restart   the stopped worker restarted with its directory intact, then
                with the directory wiped (time to "ready" from the process start);
-  4. latency   a fresh pipeline fed at half of the measured pipeline rate:
-               event produced -> transition visible to a read_committed consumer.
+  4. latency   a fresh pipeline, and a fresh baseline, fed at a quarter and at
+               half of the measured pipeline rate: event produced -> its
+               transition (copy) visible to a read_committed consumer, after a
+               2 s warm-up; "drift" compares the last fifth of the run with the
+               first (about 1: the pipeline kept up).
 Then the engine + store benchmark (no broker) with raw RocksDB puts of the same
 writes. Throughput is measured from outside, the same way for both: records
 committed by the group per second between its first and its last commit.
@@ -166,13 +169,27 @@ def time_to_ready(run, proc, timeout=600):
     raise RuntimeError("worker not ready in time")
 
 
-def latency(bootstrap, work, events, rate, seconds, **env):
-    """Feeds `events` at `rate`/s to a fresh pipeline; returns transition latencies in ms."""
+WARMUP = 2.0
+
+
+def latency(bootstrap, work, events, rate, seconds, pipe=False, **env):
+    """Feeds `events` at `rate`/s to a fresh pipeline (or, with `pipe`, to the raw
+    consume -> produce baseline); returns the latencies in ms of the transitions
+    (copies) of events sent after a warm-up (2 s, or a fifth of a short run), in
+    send order."""
     run = Run(bootstrap, work)
     run.create_topics()
-    w = run.start(["run"], "latency-worker", **env)
+    if pipe:
+        w = run.start(["pipe", "--to", run.copy, "--count", "0"], "latency-pipe", **env)
+        out, schema, field = run.copy, "InteractionEvent", "event_id"
+    else:
+        w = run.start(["run"], "latency-worker", **env)
+        out, schema, field = f"tr-{run.tag}", "StageTransition", "trigger_event_id"
     try:
-        time_to_ready(run, w)
+        if pipe:
+            time.sleep(3)
+        else:
+            time_to_ready(run, w)
         sent = {}
         got = []
         stop = threading.Event()
@@ -181,16 +198,14 @@ def latency(bootstrap, work, events, rate, seconds, **env):
             c = Consumer({"bootstrap.servers": bootstrap, "group.id": "lat-" + run.tag,
                           "isolation.level": "read_committed", "auto.offset.reset": "earliest",
                           "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-            c.assign([TopicPartition(f"tr-{run.tag}", p, 0) for p in range(PARTITIONS)])
+            c.assign([TopicPartition(out, p, 0) for p in range(PARTITIONS)])
             while not stop.is_set():
                 for m in c.consume(500, 0.1):
-                    if m.error():
-                        continue
-                    t = decode("StageTransition", m.value())
-                    got.append((time.time(), t["trigger_event_id"]))
+                    if not m.error():
+                        got.append((time.time(), m.value()))  # decoded after the run
             c.close()
 
-        reader = threading.Thread(target=read)
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
         n = min(len(events), int(rate * seconds))
@@ -207,12 +222,30 @@ def latency(bootstrap, work, events, rate, seconds, **env):
         time.sleep(3)
         stop.set()
         reader.join()
-        return sorted((t - sent[e]) * 1000 for t, e in got if e in sent)
+        if w.poll() is not None:
+            raise RuntimeError(f"{w.args} exited with {w.returncode}; see {w.logfile.name}")
+        lat = []
+        warmup = min(WARMUP, n / rate / 5)
+        for t, v in got:
+            s = sent.get(decode(schema, v)[field])
+            if s is not None and s - start >= warmup:
+                lat.append((s, (t - s) * 1000))
+        return [ms for _, ms in sorted(lat)]
     finally:
         run.stop_all()
 
 
+def drift(lat):
+    """Median latency of the last fifth of the run over the first fifth: about 1
+    when the pipeline keeps up, growing when it falls behind."""
+    k = len(lat) // 5
+    if k == 0:
+        return float("nan")
+    return statistics.median(lat[-k:]) / max(statistics.median(lat[:k]), 1e-9)
+
+
 def pct(xs, q):
+    xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
@@ -288,15 +321,18 @@ def main():
                 f"quix {rows['quix'][-1]:.0f}/s, "
                 f"ready {rows['ready_intact'][-1]:.2f}s intact, {rows['ready_wiped'][-1]:.2f}s wiped")
         peak = statistics.median(rows["pipeline"])
-        log(f"latency at half of peak ({peak / 2:.0f} events/s)")
+        log("latency at a quarter and at half of the pipeline's peak, baseline and pipeline")
         feed = []
         with open(workload) as f:
             for line in f:
                 e = json.loads(line)
                 feed.append((e["identifiers"][0]["value"].encode(), encode("InteractionEvent", to_avro(e)), e["event_id"]))
-        lat = latency(bootstrap, work, feed, peak / 2, 20 if a.short else 60)
-        log("latency again with engine.out-of-order-ms = 0 (no hold buffer)")
-        lat0 = latency(bootstrap, work, feed, peak / 2, 20 if a.short else 60, JOURNEY__ENGINE__OUT_OF_ORDER_MS="0")
+        secs = 20 if a.short else 60
+        lat = {}
+        for share in (4, 2):
+            for pipe in (True, False):
+                log(f"  {'baseline' if pipe else 'pipeline'} at 1/{share} of peak ({peak / share:.0f} events/s)")
+                lat[share, pipe] = latency(bootstrap, work, feed, peak / share, secs, pipe=pipe)
         log("engine + store alone (no broker), with raw RocksDB puts of the same writes")
         store = subprocess.run(["cargo", "bench", "-q", "--profile", "dev", "-p", "journey-store", "--bench", "apply", "--", *store_args],
                                cwd=ROOT, check=True, capture_output=True, text=True).stdout
@@ -315,10 +351,13 @@ def main():
           f"{med['pipeline2'] / med['baseline']:.2f} × baseline, {med['pipeline2'] / med['pipeline']:.2f} × 1 worker |")
     print(f"| peer: Quix Streams 3.28, exactly-once (bench/quix_peer.py) | {med['quix']:,.0f} events/s | "
           f"pipeline = {med['pipeline'] / med['quix']:.1f} × peer |")
-    print(f"| event → transition latency at {peak / 2:,.0f} events/s | p50 {pct(lat, 0.5):.0f} ms, "
-          f"p99 {pct(lat, 0.99):.0f} ms, max {pct(lat, 1.0):.0f} ms ({len(lat)} transitions) | |")
-    print(f"| same, out-of-order bound 0 | p50 {pct(lat0, 0.5):.0f} ms, "
-          f"p99 {pct(lat0, 0.99):.0f} ms, max {pct(lat0, 1.0):.0f} ms ({len(lat0)} transitions) | |")
+    for (share, pipe), ms in sorted(lat.items(), key=lambda kv: (-kv[0][0], not kv[0][1])):
+        what = "baseline: event → its copy" if pipe else "pipeline: event → transition"
+        base = lat[share, True]
+        ratio = "" if pipe else f"p50 {pct(ms, 0.5) / max(pct(base, 0.5), 1e-9):.2f} × baseline"
+        print(f"| {what}, read_committed, at {peak / share:,.0f} events/s | p50 {pct(ms, 0.5):.0f} ms, "
+              f"p99 {pct(ms, 0.99):.0f} ms, max {pct(ms, 1.0):.0f} ms ({len(ms)} records, "
+              f"drift {drift(ms):.2f}) | {ratio} |")
     print(f"| time to ready, directory intact | {med['ready_intact']:.2f} s | |")
     print(f"| time to ready, directory wiped (changelog restore) | {med['ready_wiped']:.2f} s | |")
     print("\nengine + store alone:\n" + store.strip())

@@ -158,8 +158,9 @@ pub struct StateChanges {
     pub journeys: Vec<(String, Option<Journey>)>,
     /// Identifiers and their current key identifier.
     pub identities: Vec<(Identifier, Identifier)>,
-    /// Engine-wide state, always included.
-    pub meta: EngineMeta,
+    /// Engine-wide state: always included by [`Engine::take_changes`], left
+    /// out by [`Engine::take_entity_changes`].
+    pub meta: Option<EngineMeta>,
 }
 
 impl Engine {
@@ -217,8 +218,23 @@ impl Engine {
         e
     }
 
-    /// Takes what changed since the last call (journeys, identities, meta).
+    /// Takes what changed since the last take (journeys, identities) and the
+    /// engine-wide state.
     pub fn take_changes(&mut self) -> StateChanges {
+        let mut changes = self.take_entity_changes();
+        changes.meta = Some(EngineMeta {
+            watermark: self.watermark,
+            max_time: self.max_time,
+            pending: self.pending.values().cloned().collect(),
+            stats: self.stats,
+        });
+        changes
+    }
+
+    /// The journeys and identifiers changed so far, without the engine-wide
+    /// state: lets a caller write a commit's changes out in several parts
+    /// (the last one from [`Engine::take_changes`]).
+    pub fn take_entity_changes(&mut self) -> StateChanges {
         let mut keys: Vec<String> = self.dirty.drain().collect();
         keys.sort_unstable();
         let journeys = keys
@@ -231,12 +247,7 @@ impl Engine {
         StateChanges {
             journeys,
             identities: self.identity.take_dirty(),
-            meta: EngineMeta {
-                watermark: self.watermark,
-                max_time: self.max_time,
-                pending: self.pending.values().cloned().collect(),
-                stats: self.stats,
-            },
+            meta: None,
         }
     }
 
@@ -454,7 +465,7 @@ impl Engine {
         }
     }
 
-    /// Keys of journeys changed since the last [`Engine::take_changes`] and
+    /// Keys of journeys changed since the last take of changes and
     /// still held (the candidates for forwarding to another owner).
     pub fn changed_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self

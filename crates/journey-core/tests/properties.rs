@@ -182,7 +182,9 @@ impl FakeStore {
             };
         }
         self.identities.extend(c.identities);
-        self.meta = c.meta;
+        if let Some(meta) = c.meta {
+            self.meta = meta;
+        }
     }
 }
 

@@ -224,6 +224,10 @@ impl Consumer {
                 ("isolation.level", "read_committed"),
                 ("partition.assignment.strategy", "cooperative-sticky"),
                 ("queued.max.messages.kbytes", "65536"),
+                // A broker that does not answer a waiting fetch as soon as
+                // records arrive (the local one) would otherwise add up to
+                // librdkafka's 500 ms default to every event's latency.
+                ("fetch.wait.max.ms", "20"),
                 ("statistics.interval.ms", "5000"),
             ])
             .create_with_context(Ctx::default())

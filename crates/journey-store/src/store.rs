@@ -262,12 +262,14 @@ impl Store {
                 value: Some(codec::encode(key)),
             });
         }
-        let mut k = vec![TAG_META];
-        k.extend_from_slice(META_ENGINE);
-        changelog.push(ChangelogRecord {
-            key: k,
-            value: Some(codec::encode(&changes.meta)),
-        });
+        if let Some(meta) = &changes.meta {
+            let mut k = vec![TAG_META];
+            k.extend_from_slice(META_ENGINE);
+            changelog.push(ChangelogRecord {
+                key: k,
+                value: Some(codec::encode(meta)),
+            });
+        }
         Prepared { changelog }
     }
 

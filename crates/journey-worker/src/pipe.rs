@@ -75,6 +75,7 @@ pub fn pipe(cfg: &Config, args: Args) -> Result<()> {
             || last_commit.elapsed() >= p.commit_interval
             || since_commit >= p.commit_max_records
         {
+            let commit_started = Instant::now();
             if eos && in_txn {
                 producer.commit_transaction(&consumer, &offsets, p.kafka_timeout)?;
                 in_txn = false;
@@ -84,7 +85,7 @@ pub fn pipe(cfg: &Config, args: Args) -> Result<()> {
             }
             offsets.clear();
             since_commit = 0;
-            last_commit = Instant::now();
+            last_commit = commit_started;
         }
         if done {
             break;

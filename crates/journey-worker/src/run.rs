@@ -240,8 +240,8 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         cfg.topics.changelog.clone(),
         topo.as_ref().map_or(0, |t| t.me),
     );
-    let mut next_commit = lineage::run_start(base, now_ms() * 1000);
-    let mut run_record = Some(lineage::run_record(next_commit, base));
+    let next_commit = std::cell::Cell::new(lineage::run_start(base, now_ms() * 1000));
+    let mut run_record = Some(lineage::run_record(next_commit.get(), base));
     let mut lag_labels: Vec<Partition> = Vec::new();
     // Next offset to read per partition (for the lag gauge).
     let mut positions: BTreeMap<Partition, i64> = BTreeMap::new();
@@ -289,8 +289,16 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     let mut last_record = Instant::now();
     let mut pending_latency: Vec<(String, i64)> = Vec::new();
 
+    let changelog = ChangelogTopic {
+        topic: &cfg.topics.changelog,
+        topo: topo.as_ref(),
+    };
+    // Changelog records already sent in the open transaction (written to the
+    // store at its commit).
+    let mut staged: Vec<ChangelogRecord> = Vec::new();
     let mut commit = |engine: &mut Engine,
                       offsets: &mut BTreeMap<Partition, i64>,
+                      staged: &mut Vec<ChangelogRecord>,
                       in_txn: &mut bool,
                       pending: &mut Vec<(String, i64)>|
      -> Result<()> {
@@ -298,12 +306,20 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         if eos && !*in_txn {
             return Ok(());
         }
-        let n = next_commit;
-        next_commit += 1;
+        let n = next_commit.get();
+        next_commit.set(n + 1);
         let mut prepared = Store::prepare(&engine.take_changes());
         if let Some(t) = &topo {
             t.keep_owned(&mut prepared.changelog);
         }
+        for r in &prepared.changelog {
+            producer.send(&changelog.record(r, n))?;
+        }
+        // Everything sent earlier in this transaction comes first, so the
+        // store applies a key's writes in the order they were made.
+        let mut staged_now = std::mem::take(staged);
+        staged_now.append(&mut prepared.changelog);
+        prepared.changelog = staged_now;
         if let Some((key, value)) = run_record.take() {
             producer.send(&OutputRecord {
                 topic: cfg.topics.changelog.clone(),
@@ -313,30 +329,32 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
                 partition: Some(marker.1),
             })?;
         }
-        for r in &prepared.changelog {
-            let mut rec = changelog_record(&cfg.topics.changelog, r, n);
-            rec.partition = topo.as_ref().map(|t| t.changelog_partition(&r.key));
-            producer.send(&rec)?;
-        }
         offsets.insert(marker.clone(), n);
-        if eos {
-            if *in_txn {
-                producer.commit_transaction(&consumer, offsets, p.kafka_timeout)?;
-                *in_txn = false;
-            }
-        } else {
-            producer.flush(p.kafka_timeout)?;
-            consumer.commit(offsets)?;
-        }
+        // The local write runs while Kafka commits: if the commit then fails
+        // the store is ahead of the committed offsets, which the next start
+        // detects (and rebuilds from the changelog).
+        let (kafka, local) = std::thread::scope(|scope| {
+            let local = scope.spawn(|| store.write(&prepared, offsets));
+            let kafka = if eos {
+                producer.commit_transaction(&consumer, offsets, p.kafka_timeout)
+            } else {
+                producer
+                    .flush(p.kafka_timeout)
+                    .and_then(|()| consumer.commit(offsets))
+            };
+            (kafka, local.join())
+        });
+        kafka?;
+        *in_txn = false;
+        local
+            .map_err(|_| anyhow::anyhow!("the state writer panicked"))?
+            .context("the transaction committed but the local state could not be written; a restart restores from the changelog")?;
         let s = store.stats();
         metrics.state_sst_bytes.set(s.sst_bytes as i64);
         metrics.state_memtable_bytes.set(s.memtable_bytes as i64);
         metrics
             .state_block_cache_bytes
             .set(s.block_cache_bytes as i64);
-        store
-            .write(&prepared, offsets)
-            .context("the transaction committed but the local state could not be written; a restart restores from the changelog")?;
         offsets.clear();
         metrics.commits.inc();
         metrics
@@ -476,6 +494,18 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         for rec in batch.records.drain(..) {
             producer.send(&rec)?;
         }
+        // The changed journeys go out now rather than all at the commit, so
+        // that most of them are acknowledged by the time it comes.
+        if in_txn || !eos {
+            let mut part = Store::prepare(&engine.take_entity_changes()).changelog;
+            if let Some(t) = &topo {
+                t.keep_owned(&mut part);
+            }
+            for r in &part {
+                producer.send(&changelog.record(r, next_commit.get()))?;
+            }
+            staged.append(&mut part);
+        }
         pending_latency.append(&mut batch.latencies);
         producer.poll();
         let stats = engine.stats();
@@ -505,7 +535,16 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         let due =
             last_commit.elapsed() >= p.commit_interval || since_commit >= p.commit_max_records;
         if due && (in_txn || (!eos && !offsets.is_empty())) {
-            if let Err(e) = commit(&mut engine, &mut offsets, &mut in_txn, &mut pending_latency) {
+            // The interval runs from commit start to commit start, so a slow
+            // commit does not stretch the time records wait for the next one.
+            let commit_started = Instant::now();
+            if let Err(e) = commit(
+                &mut engine,
+                &mut offsets,
+                &mut staged,
+                &mut in_txn,
+                &mut pending_latency,
+            ) {
                 metrics.aborts.inc();
                 if eos {
                     let _ = producer.abort_transaction(p.kafka_timeout);
@@ -517,12 +556,18 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
                 );
             }
             since_commit = 0;
-            last_commit = Instant::now();
+            last_commit = commit_started;
         }
     }
     info!("stopping: committing the open transaction");
     let deadline = Instant::now() + p.shutdown_grace;
-    if let Err(e) = commit(&mut engine, &mut offsets, &mut in_txn, &mut pending_latency) {
+    if let Err(e) = commit(
+        &mut engine,
+        &mut offsets,
+        &mut staged,
+        &mut in_txn,
+        &mut pending_latency,
+    ) {
         warn!(error = %e, "final commit failed; aborting (uncommitted input is re-read on restart)");
         if eos {
             let _ = producer.abort_transaction(deadline.saturating_duration_since(Instant::now()));
@@ -589,13 +634,23 @@ fn resolve(
     }
 }
 
-fn changelog_record(topic: &str, r: &ChangelogRecord, commit: i64) -> OutputRecord {
-    OutputRecord {
-        topic: topic.to_string(),
-        key: String::from_utf8_lossy(&r.key).into_owned(),
-        value: r.value.clone(),
-        headers: vec![commit_header(commit)],
-        partition: None,
+/// Where state records go: the changelog topic, on the partition of their
+/// key when there are several instances.
+struct ChangelogTopic<'a> {
+    topic: &'a str,
+    topo: Option<&'a Topology>,
+}
+
+impl ChangelogTopic<'_> {
+    /// The record of a state write, tagged with its commit number.
+    fn record(&self, r: &ChangelogRecord, commit: i64) -> OutputRecord {
+        OutputRecord {
+            topic: self.topic.to_string(),
+            key: String::from_utf8_lossy(&r.key).into_owned(),
+            value: r.value.clone(),
+            headers: vec![commit_header(commit)],
+            partition: self.topo.map(|t| t.changelog_partition(&r.key)),
+        }
     }
 }
 
