@@ -9,11 +9,12 @@ from confluent_kafka import Consumer, TopicPartition
 from conftest import BIN
 
 
-def workload(topics, env, tmp_path, count, customers):
+def workload(topics, env, tmp_path, count, customers, malformed=0.0):
     """Writes a seeded workload to a file and to the input topic; returns the
-    oracle's transitions (JSON lines of `journey replay`) and final journeys."""
+    oracle's transitions (JSON lines of `journey replay`) and final journeys.
+    Malformed records go to the topic only (the file holds the valid ones)."""
     data = tmp_path / "events.jsonl"
-    args = ["--count", str(count), "--customers", str(customers), "--malformed", "0", "--duplicates", "0.02"]
+    args = ["--count", str(count), "--customers", str(customers), "--malformed", str(malformed), "--duplicates", "0.02"]
     subprocess.run([BIN, "produce", "--to-file", str(data), *args], check=True, env=topics.env(**env))
     replay = subprocess.run([BIN, "replay", str(data), "--journeys", str(tmp_path / "oracle.jsonl")],
                             check=True, env=topics.env(**env), capture_output=True, text=True).stdout

@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 import kafka_raw
@@ -157,3 +158,57 @@ def test_sigkill_two_instances(bootstrap, worker_factory, tmp_path):
     stable = stable_keys(oracle, {r[0] for r in expected})
     assert len(stable) > 100
     assert sorted(r for r in committed if r[0] in stable) == sorted(r for r in expected if r[0] in stable)
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_graceful_restarts_leave_no_extras(bootstrap, worker_factory, tmp_path, instances):
+    """Workers stopped with SIGTERM at random points and restarted (a rolling
+    restart): every transaction is committed, so the topic holds no aborted
+    record at all, and no transition twice."""
+    topics = Topics(bootstrap)
+    topics.create(partitions=instances)
+    env = {
+        "JOURNEY__TOPICS__INPUT_PARTITIONS": str(instances),
+        "JOURNEY__TOPICS__OUTPUT_PARTITIONS": str(instances),
+        "JOURNEY__PROCESSING__INSTANCES": str(instances),
+        "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
+        "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
+        "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
+        "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
+    }
+    if instances == 1:
+        env["JOURNEY__PROCESSING__IDLE_ADVANCE_AFTER"] = '"0s"'
+    transitions, oracle = workload(topics, env, tmp_path, COUNT, 800)
+    dirs = [f"{topics.state_dir}-{i}" for i in range(instances)]
+
+    def start(i):
+        w = worker_factory(topics, JOURNEY_INSTANCE_ID=str(i), JOURNEY__STATE__DIR=f'"{dirs[i]}"', **env)
+        deadline = time.time() + 60
+        while "ready" not in w.output() and time.time() < deadline:
+            assert w.alive(), w.output()[-3000:]
+            time.sleep(0.1)
+        return w
+
+    workers = [start(i) for i in range(instances)]
+    rng = random.Random(5)
+    for round_ in range(4):
+        i = round_ % instances
+        time.sleep(rng.uniform(1.0, 3.0))
+        assert workers[i].terminate() == 0, workers[i].output()[-3000:]
+        workers[i] = start(i)
+    wait_caught_up(topics, workers, COUNT, timeout=300, partitions=instances)
+    repartition_settled(topics, instances)
+    for w in workers:
+        assert w.terminate() == 0, w.output()[-3000:]
+    assert worker_journeys(topics, env, dirs, tmp_path) == oracle
+
+    committed, extra = classify(topics, partitions=instances)
+    assert not extra, extra[:5]
+    ids = [r[:3] for r in committed]
+    assert len(ids) == len(set(ids)), "a transition committed twice"
+    expected = [ROW(t, t["to"]) for t in transitions]
+    if instances == 1:
+        assert sorted(committed) == sorted(expected)
+    else:
+        stable = stable_keys(oracle, {r[0] for r in expected})
+        assert sorted(r for r in committed if r[0] in stable) == sorted(r for r in expected if r[0] in stable)

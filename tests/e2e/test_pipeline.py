@@ -1,7 +1,5 @@
 """End to end against the real broker and the real `journey` binary."""
 import datetime
-import os
-import signal
 import subprocess
 import time
 

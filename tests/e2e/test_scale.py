@@ -69,3 +69,36 @@ def test_workers_compute_the_oracles_journeys(bootstrap, worker_factory, tmp_pat
                 assert latest[(j["key"], model)]["to_stage"] == stage, (j["key"], model)
             else:
                 assert any((k, model, stage) in seen for k in keys), (j["key"], model)
+
+
+def test_two_instances_dead_letter_garbage_and_counts_reconcile(bootstrap, worker_factory, tmp_path):
+    """Malformed records among the input of two instances: every one reaches the
+    dead-letter topic once, with its source coordinates; the valid ones give the
+    oracle's journeys; input = valid records (in the oracle's file) + dead letters."""
+    topics = Topics(bootstrap)
+    topics.create(partitions=3)
+    env = {
+        "JOURNEY__PROCESSING__INSTANCES": "2",
+        "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
+        "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
+    }
+    _, oracle = workload(topics, env, tmp_path, COUNT, 400, malformed=0.03)
+    valid = len((tmp_path / "events.jsonl").read_text().splitlines())
+    garbage = COUNT - valid
+    assert garbage > 50
+    dirs = [f"{topics.state_dir}-{i}" for i in range(2)]
+    workers = [worker_factory(topics, JOURNEY_INSTANCE_ID=f"journey-{i}", JOURNEY__STATE__DIR=f'"{d}"', **env)
+               for i, d in enumerate(dirs)]
+    wait_caught_up(topics, workers, COUNT, timeout=240, partitions=3)
+    repartition_settled(topics, 2)
+    for w in workers:
+        assert w.terminate() == 0, w.output()[-3000:]
+    assert worker_journeys(topics, env, dirs, tmp_path) == oracle
+
+    dead = [decode("DeadLetter", m.value()) for m in read_all(bootstrap, topics.dead_letters, expect=garbage, timeout=60)]
+    sources = [(d["source_topic"], d["source_partition"], d["source_offset"]) for d in dead]
+    assert len(sources) == len(set(sources)) == garbage, (len(sources), len(set(sources)), garbage)
+    assert all(t == topics.input for t, _, _ in sources)
+    reasons = {d["reason"] for d in dead}
+    assert reasons <= {"not_confluent_framed", "unknown_schema_id", "invalid_avro", "no_identifier",
+                       "all_identifiers_blocked", "trailing_bytes"}, reasons

@@ -30,6 +30,10 @@ pub struct EngineConfig {
     pub max_touchpoints: usize,
     /// Touchpoints older than this (relative to the watermark) are folded away.
     pub max_touchpoint_age_ms: Millis,
+    /// Customer expiry: a customer without a touchpoint for this long (event
+    /// time, against the watermark) is forgotten, journey and identifiers.
+    /// 0: never.
+    pub customer_ttl_ms: Millis,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +44,7 @@ impl Default for EngineConfig {
             out_of_order_ms: 5 * 60_000,
             max_touchpoints: 1000,
             max_touchpoint_age_ms: 730 * DAY_MS,
+            customer_ttl_ms: 0,
         }
     }
 }
@@ -77,6 +82,16 @@ pub enum Output {
         event_id: String,
         /// The identifier.
         identifier: Identifier,
+    },
+    /// A customer expired (no touchpoint for the configured period) and was
+    /// forgotten: its journey and identifiers are deleted.
+    Expired {
+        /// Its key.
+        customer_key: String,
+        /// Time of its last touchpoint.
+        last_touch: Millis,
+        /// Identifiers forgotten with it.
+        identifiers: usize,
     },
     /// An event id already applied to the customer; nothing changed.
     Duplicate {
@@ -156,8 +171,8 @@ pub struct EngineMeta {
 pub struct StateChanges {
     /// Journeys written (`Some`) or deleted (`None`), by customer key.
     pub journeys: Vec<(String, Option<Journey>)>,
-    /// Identifiers and their current key identifier.
-    pub identities: Vec<(Identifier, Identifier)>,
+    /// Identifiers and their current key identifier (none: forgotten).
+    pub identities: Vec<(Identifier, Option<Identifier>)>,
     /// Engine-wide state: always included by [`Engine::take_changes`], left
     /// out by [`Engine::take_entity_changes`].
     pub meta: Option<EngineMeta>,
@@ -397,25 +412,65 @@ impl Engine {
             };
             if journey.next_due == Some(due) {
                 journey.next_due = None;
+                // Model timers due after the customer expired never fire.
+                let expiry = self.expiry_due(&journey).filter(|&e| e <= until);
                 let mut changes = std::mem::take(&mut self.changes);
-                journey.fire_timers(&self.models, until, &mut changes);
+                journey.fire_timers(&self.models, expiry.unwrap_or(until), &mut changes);
                 for (model, change, _) in changes.drain(..) {
                     self.emit(&key, &mut journey, model, change, Cause::Timer, None, out);
                 }
                 self.changes = changes;
-                self.schedule(&key, &mut journey);
                 self.dirty.insert(key.clone());
+                if expiry.is_some() {
+                    self.expire(key, &journey, out);
+                    continue;
+                }
+                self.schedule(&key, &mut journey);
             }
             self.journeys.insert(key, journey);
         }
+    }
+
+    /// When a journey expires, if customer expiry is on.
+    fn expiry_due(&self, journey: &Journey) -> Option<Millis> {
+        let last = journey.last_touch();
+        (self.config.customer_ttl_ms > 0 && last != Millis::MIN)
+            .then(|| last.saturating_add(self.config.customer_ttl_ms))
+    }
+
+    /// Forgets an expired customer (its journey is already out of the map):
+    /// the journey's deletion and its identifiers' are part of the next changes.
+    fn expire(&mut self, key: String, journey: &Journey, out: &mut Vec<Output>) {
+        let forgotten = key
+            .split_once(':')
+            .map(|(kind, value)| {
+                self.identity.forget(&Identifier {
+                    kind: kind.into(),
+                    value: value.into(),
+                })
+            })
+            .unwrap_or_default();
+        self.dirty.insert(key.clone());
+        out.push(Output::Expired {
+            customer_key: key,
+            last_touch: journey.last_touch(),
+            identifiers: forgotten.len(),
+        });
     }
 
     fn schedule(&mut self, key: &str, journey: &mut Journey) {
         // At most one live entry per journey: a later due date leaves the
         // entry in place (it is re-checked when it pops), an earlier one adds
         // an entry and the old one goes stale.
-        let Some(due) = journey.compute_next_due(&self.models) else {
-            return;
+        let due = match (
+            journey.compute_next_due(&self.models),
+            self.expiry_due(journey),
+        ) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(due) => due,
+                None => return,
+            },
         };
         if journey.next_due.is_none_or(|scheduled| due < scheduled) {
             journey.next_due = Some(due);

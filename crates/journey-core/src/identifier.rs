@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Build it with [`Identifier::new`], which normalises: the type is trimmed and
 /// lower-cased, the value trimmed, and e-mail values lower-cased.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Identifier {
     /// Identifier type, e.g. `customer_id`, `email`, `anonymous_id`
     /// (written `type` in JSON, as in the Avro schema).

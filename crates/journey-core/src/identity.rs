@@ -112,6 +112,8 @@ pub struct IdentityGraph {
     components: HashMap<u32, Component>,
     /// Identifiers whose customer key changed since the last `take_dirty`.
     dirty: Vec<u32>,
+    /// Identifiers forgotten since the last `take_dirty`.
+    forgotten: Vec<Identifier>,
 }
 
 impl IdentityGraph {
@@ -125,6 +127,7 @@ impl IdentityGraph {
             parent: Vec::new(),
             components: HashMap::default(),
             dirty: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -150,19 +153,52 @@ impl IdentityGraph {
     }
 
     /// Identifiers whose customer key changed (or that are new) since the last
-    /// call, with their current key identifier.
-    pub fn take_dirty(&mut self) -> Vec<(Identifier, Identifier)> {
+    /// call, with their current key identifier; forgotten ones (see
+    /// [`IdentityGraph::forget`]) first, with none.
+    pub fn take_dirty(&mut self) -> Vec<(Identifier, Option<Identifier>)> {
         let mut nodes = std::mem::take(&mut self.dirty);
         nodes.sort_unstable();
         nodes.dedup();
-        nodes
+        let forgotten = std::mem::take(&mut self.forgotten);
+        let live: Vec<(Identifier, Option<Identifier>)> = nodes
             .into_iter()
+            .filter(|&n| self.index.get(&self.ids[n as usize]) == Some(&n))
             .map(|n| {
                 let root = self.find_readonly(n);
                 let key = self.components[&root].key;
-                (self.ids[n as usize].clone(), self.ids[key as usize].clone())
+                (
+                    self.ids[n as usize].clone(),
+                    Some(self.ids[key as usize].clone()),
+                )
             })
+            .collect();
+        forgotten
+            .into_iter()
+            .map(|id| (id, None))
+            .chain(live)
             .collect()
+    }
+
+    /// Forgets the customer an identifier belongs to: all its identifiers
+    /// become unknown (reported by [`IdentityGraph::take_dirty`] with no key).
+    /// Returns them, sorted. Their slots stay allocated, empty, until the
+    /// graph is rebuilt from storage.
+    pub fn forget(&mut self, id: &Identifier) -> Vec<Identifier> {
+        let Some(&n) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let root = self.find(n);
+        let component = self.components.remove(&root).expect("root has a component");
+        let mut out = Vec::with_capacity(component.members.len());
+        for m in component.members {
+            let gone = std::mem::take(&mut self.ids[m as usize]);
+            self.index.remove(&gone);
+            self.parent[m as usize] = m;
+            out.push(gone);
+        }
+        out.sort();
+        self.forgotten.extend(out.iter().cloned());
+        out
     }
 
     /// The priority used for keys.
@@ -172,7 +208,7 @@ impl IdentityGraph {
 
     /// Number of identifiers known.
     pub fn identifier_count(&self) -> usize {
-        self.ids.len()
+        self.index.len()
     }
 
     /// Number of customers (connected sets).

@@ -638,3 +638,105 @@ fn several_models_run_at_once() {
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
+
+fn expiring_engine(ttl_days: i64) -> Engine {
+    Engine::new(
+        EngineConfig {
+            out_of_order_ms: 0,
+            customer_ttl_ms: ttl_days * DAY,
+            ..EngineConfig::default()
+        },
+        funnel(),
+    )
+}
+
+#[test]
+fn an_inactive_customer_expires_with_its_identifiers() {
+    let mut e = expiring_engine(30);
+    let ids = [("email", "x@y"), ("anonymous_id", "c1")];
+    run(&mut e, [ev("v", T0, "web", "page_view", &ids)]);
+    e.take_changes();
+    let mut out = Vec::new();
+    e.advance_watermark(T0 + 30 * DAY - 1, &mut out);
+    assert!(e.journey("email:x@y").is_some(), "not yet due");
+    e.advance_watermark(T0 + 30 * DAY, &mut out);
+    let expired: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Expired {
+                customer_key,
+                last_touch,
+                identifiers,
+            } => Some((customer_key.as_str(), *last_touch, *identifiers)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired, vec![("email:x@y", T0, 2)]);
+    assert!(e.journey("email:x@y").is_none());
+    assert_eq!(e.identity().identifier_count(), 0);
+    // The deletions are state changes: tombstones for the journey and both identifiers.
+    let changes = e.take_changes();
+    assert_eq!(changes.journeys, vec![("email:x@y".to_string(), None)]);
+    let mut gone: Vec<_> = changes
+        .identities
+        .iter()
+        .map(|(id, key)| (id.key(), key.is_none()))
+        .collect();
+    gone.sort();
+    assert_eq!(
+        gone,
+        vec![("anonymous_id:c1".into(), true), ("email:x@y".into(), true)]
+    );
+    // A later event starts a new customer from no stage.
+    let more = run(
+        &mut e,
+        [ev(
+            "v2",
+            T0 + 40 * DAY,
+            "web",
+            "page_view",
+            &[("anonymous_id", "c1")],
+        )],
+    );
+    assert_eq!(
+        summary(&more),
+        vec![s("anonymous_id:c1", "-", "awareness", "touchpoint")]
+    );
+}
+
+#[test]
+fn activity_postpones_expiry_and_timers_before_it_still_fire() {
+    let mut e = expiring_engine(200);
+    let id = [("email", "x@y")];
+    run(
+        &mut e,
+        [
+            ev("p", T0, "web", "purchase", &id),
+            ev("v", T0 + 10 * DAY, "web", "page_view", &id),
+        ],
+    );
+    let mut out = Vec::new();
+    e.advance_watermark(T0 + 205 * DAY, &mut out);
+    assert!(
+        e.journey("email:x@y").is_some(),
+        "the page view moved expiry to day 210"
+    );
+    e.advance_watermark(T0 + 400 * DAY, &mut out);
+    // The lapse (day 190) happened before expiry (day 210).
+    let kinds: Vec<&str> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transition(t) => Some(t.to.as_str()),
+            Output::Expired { .. } => Some("expired"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec!["lapsed", "expired"]);
+    // With expiry before the lapse date, the lapse never fires.
+    let mut e = expiring_engine(100);
+    run(&mut e, [ev("p", T0, "web", "purchase", &id)]);
+    let mut out = Vec::new();
+    e.advance_watermark(T0 + 400 * DAY, &mut out);
+    assert!(transitions(&out).is_empty());
+    assert!(out.iter().any(|o| matches!(o, Output::Expired { .. })));
+}

@@ -181,7 +181,12 @@ impl FakeStore {
                 None => self.journeys.remove(&k),
             };
         }
-        self.identities.extend(c.identities);
+        for (id, key) in c.identities {
+            match key {
+                Some(key) => self.identities.insert(id, key),
+                None => self.identities.remove(&id),
+            };
+        }
         if let Some(meta) = c.meta {
             self.meta = meta;
         }
@@ -193,9 +198,15 @@ proptest! {
 
     /// State taken at any point and restored continues exactly like the original.
     #[test]
-    fn restored_state_continues_identically(events in workload(), cut in 0usize..60, every in 1usize..7) {
+    fn restored_state_continues_identically(events in workload(), cut in 0usize..60, every in 1usize..7, ttl_days in 0i64..20) {
         let cut = cut.min(events.len());
-        let mut original = all_models_engine(DAY);
+        // Customer expiry on (days) or off (0): its deletions are state changes too.
+        let config = journey_core::EngineConfig {
+            out_of_order_ms: DAY,
+            customer_ttl_ms: ttl_days * DAY,
+            ..Default::default()
+        };
+        let mut original = journey_core::Engine::new(config.clone(), journey_core::builtin_models());
         let mut store = FakeStore::default();
         let mut out = Vec::new();
         for (i, e) in events[..cut].iter().enumerate() {
@@ -206,7 +217,7 @@ proptest! {
         }
         store.apply(original.take_changes());
         let mut restored = journey_core::Engine::restore(
-            journey_core::EngineConfig { out_of_order_ms: DAY, ..Default::default() },
+            config,
             journey_core::builtin_models(),
             store.journeys.clone(),
             store.identities.clone(),

@@ -259,7 +259,7 @@ impl Store {
             k.extend(identity_key(id));
             changelog.push(ChangelogRecord {
                 key: k,
-                value: Some(codec::encode(key)),
+                value: key.as_ref().map(codec::encode),
             });
         }
         if let Some(meta) = &changes.meta {

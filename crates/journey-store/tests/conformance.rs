@@ -137,3 +137,69 @@ fn stats_report_sizes() {
     assert!(s.journeys > 0 && s.identities > 0, "{s:?}");
     assert!(s.memtable_bytes > 0 || s.sst_bytes > 0, "{s:?}");
 }
+
+#[test]
+fn expired_customers_are_deleted_from_the_store_and_the_changelog() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("a"), StoreOptions::default()).unwrap();
+    let mut e = Engine::new(
+        EngineConfig {
+            out_of_order_ms: 0,
+            customer_ttl_ms: 86_400_000,
+            ..EngineConfig::default()
+        },
+        builtin_models(),
+    );
+    let mut out = Vec::new();
+    let events: Vec<_> = Generator::new(Settings {
+        customers: 50,
+        ..Settings::default()
+    })
+    .filter_map(|r| match r {
+        Record::Event(e) => Some(e),
+        _ => None,
+    })
+    .take(500)
+    .collect();
+    let last = events.iter().map(|e| e.time).max().unwrap();
+    for ev in events {
+        let _ = e.submit(ev, &mut out);
+    }
+    let offsets = |n| Offsets::from([(("in".to_string(), 0), n)]);
+    let mut changelog = Store::prepare(&e.take_changes()).changelog;
+    store
+        .write(
+            &journey_store::Prepared {
+                changelog: changelog.clone(),
+            },
+            &offsets(1),
+        )
+        .unwrap();
+    let before = store.dump().unwrap();
+    assert!(!before["journeys"].is_empty() && !before["identities"].is_empty());
+    // Everyone inactive for longer than the TTL: all forgotten, by tombstones.
+    e.advance_watermark(last + 2 * 86_400_000, &mut out);
+    let prepared = Store::prepare(&e.take_changes());
+    assert!(
+        prepared
+            .changelog
+            .iter()
+            .filter(|r| r.value.is_none())
+            .count()
+            >= before["journeys"].len() + before["identities"].len()
+    );
+    store.write(&prepared, &offsets(2)).unwrap();
+    changelog.extend(prepared.changelog);
+    let after = store.dump().unwrap();
+    assert!(
+        after.get("journeys").is_none_or(|r| r.is_empty()),
+        "{:?}",
+        after.get("journeys")
+    );
+    assert!(after.get("identities").is_none_or(|r| r.is_empty()));
+    // The changelog replayed into an empty directory gives the same state.
+    let (copy, _) = Store::open(&dir.path().join("b"), StoreOptions::default()).unwrap();
+    copy.apply_changelog(&changelog).unwrap();
+    copy.set_offsets(&store.offsets().unwrap()).unwrap();
+    assert_eq!(copy.dump().unwrap(), after);
+}

@@ -43,6 +43,12 @@ pub struct KafkaSection {
     pub brokers: String,
     /// Application id: the consumer group and the prefix of transactional ids.
     pub application_id: String,
+    /// Static group membership (`group.instance.id`): a worker restarted
+    /// within the session timeout gets its partitions back without a
+    /// rebalance, and a crashed one is replaced at once instead of after the
+    /// timeout. Unset: `<application-id>-<JOURNEY_INSTANCE_ID or 0>`; empty:
+    /// dynamic membership.
+    pub group_instance_id: Option<String>,
     /// librdkafka properties passed through unchanged (TLS, SASL, tuning).
     pub properties: BTreeMap<String, String>,
 }
@@ -52,6 +58,7 @@ impl Default for KafkaSection {
         KafkaSection {
             brokers: "127.0.0.1:9092".into(),
             application_id: "journey".into(),
+            group_instance_id: None,
             properties: BTreeMap::new(),
         }
     }
@@ -385,6 +392,14 @@ impl Config {
         if self.engine.out_of_order_ms < 0 {
             bail!("engine.out-of-order-ms must not be negative");
         }
+        if self.engine.customer_ttl_ms < 0 {
+            bail!("engine.customer-ttl-ms must not be negative (0 turns expiry off)");
+        }
+        if self.engine.customer_ttl_ms > 0 && self.processing.instances > 1 {
+            bail!(
+                "engine.customer-ttl-ms is not supported with processing.instances > 1 yet: every instance holds the whole identity graph, and forgetting a customer in one would route its next events differently from the others"
+            );
+        }
         if self.models.0.is_empty() {
             bail!("models: name at least one stage model");
         }
@@ -442,6 +457,19 @@ impl Config {
         ClientConfig {
             brokers: self.kafka.brokers.clone(),
             properties: self.kafka.properties.clone(),
+        }
+    }
+
+    /// The consumer group member's static identity, if static membership is on.
+    pub fn group_instance_id(&self) -> Option<String> {
+        match &self.kafka.group_instance_id {
+            Some(id) if id.is_empty() => None,
+            Some(id) => Some(id.clone()),
+            None => Some(format!(
+                "{}-{}",
+                self.kafka.application_id,
+                std::env::var("JOURNEY_INSTANCE_ID").unwrap_or_else(|_| "0".into())
+            )),
         }
     }
 

@@ -263,6 +263,11 @@ fn run_worker(cfg: Config) -> Result<()> {
     let metrics = metrics::Metrics::new(&registry);
     let stop = Arc::new(AtomicBool::new(false));
     rt.block_on(async {
+        // Handlers first: a SIGTERM during start-up (topic checks, restore)
+        // is a graceful stop, not the default kill.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         if cfg.topics.create {
             journey_kafka::ensure_topics(&cfg.client(), &run::topic_specs(&cfg))
                 .await
@@ -285,12 +290,9 @@ fn run_worker(cfg: Config) -> Result<()> {
         let signal_stop = stop.clone();
         let grace = cfg.processing.shutdown_grace;
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("signal handler");
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM: shutting down"),
-                _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
             }
             signal_stop.store(true, Ordering::Relaxed);
             tokio::time::sleep(grace).await;

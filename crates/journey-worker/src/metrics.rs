@@ -21,6 +21,7 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub transitions: IntCounterVec,
     pub merges: IntCounter,
+    pub expired: IntCounter,
     pub links: IntCounterVec,
     pub commits: IntCounter,
     pub aborts: IntCounter,
@@ -152,6 +153,11 @@ impl Metrics {
                 r,
                 "journey_profile_merges_total",
                 "Journeys merged into another.",
+            ),
+            expired: counter(
+                r,
+                "journey_customers_expired_total",
+                "Customers forgotten after engine.customer-ttl-ms without a touchpoint.",
             ),
             links: counter_vec(
                 r,

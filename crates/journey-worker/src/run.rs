@@ -178,6 +178,14 @@ impl Router<'_> {
                     .with_label_values(&["blocked_value"])
                     .inc();
             }
+            Output::Expired {
+                customer_key,
+                last_touch,
+                identifiers,
+            } => {
+                self.metrics.expired.inc();
+                tracing::debug!(customer = %customer_key, last_touch, identifiers, "customer expired");
+            }
             Output::Duplicate { .. } => {}
         }
         Ok(())
@@ -226,7 +234,14 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     let client = cfg.client();
     let p = &cfg.processing;
     let group = cfg.kafka.application_id.clone();
-    let consumer = Consumer::new(&client, &group).context("cannot create the consumer")?;
+    let mut member = client.clone();
+    if let Some(id) = cfg.group_instance_id() {
+        member
+            .properties
+            .entry("group.instance.id".into())
+            .or_insert(id);
+    }
+    let consumer = Consumer::new(&member, &group).context("cannot create the consumer")?;
     let eos = p.mode == Mode::ExactlyOnce;
     let txn_id = format!("{}-worker-{}", cfg.kafka.application_id, instance_suffix());
     let producer = Producer::new(&client, eos.then_some(txn_id.as_str()), p.kafka_timeout)
