@@ -106,6 +106,8 @@ pub const BEGINNING: i64 = -2;
 #[derive(Default)]
 pub struct Ctx {
     failed_deliveries: AtomicU64,
+    /// Next offset after the last delivered record, per topic and partition.
+    delivered: std::sync::Mutex<BTreeMap<String, BTreeMap<i32, i64>>>,
     rebalances: AtomicU64,
     lag: std::sync::Mutex<BTreeMap<Partition, i64>>,
 }
@@ -164,9 +166,27 @@ impl ConsumerContext for Ctx {
 impl ProducerContext for Ctx {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed_deliveries.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, "delivery failed");
+        match result {
+            Err((e, _)) => {
+                self.failed_deliveries.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "delivery failed");
+            }
+            Ok(m) => {
+                let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+                let next = m.offset() + 1;
+                match delivered.get_mut(m.topic()) {
+                    Some(parts) => {
+                        let end = parts.entry(m.partition()).or_insert(next);
+                        *end = (*end).max(next);
+                    }
+                    None => {
+                        delivered.insert(
+                            m.topic().to_string(),
+                            BTreeMap::from([(m.partition(), next)]),
+                        );
+                    }
+                }
+            }
         }
     }
 }
@@ -296,6 +316,17 @@ impl Consumer {
         partition: i32,
         timeout: Duration,
     ) -> Result<Vec<InputRecord>> {
+        Self::read_from(cfg, topic, partition, BEGINNING, timeout)
+    }
+
+    /// Reads one partition from `from` ([`BEGINNING`]: its start) to its end.
+    pub fn read_from(
+        cfg: &ClientConfig,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        timeout: Duration,
+    ) -> Result<Vec<InputRecord>> {
         let group = format!("journey-restore-{}", std::process::id());
         let c = Consumer {
             inner: cfg
@@ -308,25 +339,32 @@ impl Consumer {
                 .create_with_context(Ctx::default())
                 .map_err(|e| Error::kafka("create restore consumer", e))?,
         };
+        // The reported high watermark is only a hint (the local broker's can
+        // lag behind acknowledged records): the end is the partition-EOF
+        // event, or, failing that, two quiet seconds.
         let (low, high) = c.watermarks(topic, partition, timeout)?;
-        if high <= low {
-            return Ok(Vec::new());
-        }
-        c.assign(&BTreeMap::from([((topic.to_string(), partition), low)]))?;
+        let start = if from == BEGINNING {
+            low
+        } else {
+            from.max(low)
+        };
+        c.assign(&BTreeMap::from([((topic.to_string(), partition), start)]))?;
         let mut out = Vec::new();
         let deadline = std::time::Instant::now() + timeout;
+        let mut quiet_since = std::time::Instant::now();
         loop {
             match c.inner.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
-                    let offset = m.offset();
                     out.push(input_record(&m));
-                    if offset + 1 >= high {
-                        return Ok(out);
-                    }
+                    quiet_since = std::time::Instant::now();
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => return Ok(out),
                 Some(Err(e)) => warn!(error = %e, "restore consumer error"),
-                None => {}
+                None => {
+                    if quiet_since.elapsed() >= Duration::from_secs(2) {
+                        return Ok(out);
+                    }
+                }
             }
             if std::time::Instant::now() > deadline {
                 return Err(Error::Topic {
@@ -564,6 +602,18 @@ impl Producer {
             });
         }
         Ok(())
+    }
+
+    /// For each partition of `topic`, the offset after the last record this
+    /// producer has had acknowledged.
+    pub fn delivered_ends(&self, topic: &str) -> BTreeMap<i32, i64> {
+        let delivered = self
+            .inner
+            .context()
+            .delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        delivered.get(topic).cloned().unwrap_or_default()
     }
 
     /// Whether this producer uses transactions.

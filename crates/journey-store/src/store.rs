@@ -23,6 +23,7 @@ const TAG_META: u8 = b'm';
 const META_ENGINE: &[u8] = b"engine";
 const META_OFFSETS: &[u8] = b"offsets";
 const META_FORMAT: &[u8] = b"format";
+const META_CHANGELOG_RESUME: &[u8] = b"changelog-resume";
 
 /// Raw key/value rows of one column family.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -297,14 +298,62 @@ impl Store {
     /// Writes prepared changes and the input offsets they correspond to in one
     /// atomic batch: after a crash the store is exactly as of some `write`.
     pub fn write(&self, prepared: &Prepared, offsets: &Offsets) -> Result<()> {
+        self.write_resumable(prepared, offsets, &BTreeMap::new())
+    }
+
+    /// [`Store::write`], also raising the changelog positions (partition →
+    /// offset) before which every record is reflected in the state, so that a
+    /// store left behind the committed state catches up from there.
+    pub fn write_resumable(
+        &self,
+        prepared: &Prepared,
+        offsets: &Offsets,
+        resume: &BTreeMap<i32, i64>,
+    ) -> Result<()> {
         let mut batch = WriteBatch::default();
         self.batch_records(&mut batch, &prepared.changelog)?;
         let mut all = self.offsets()?;
         all.extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
         batch.put_cf(self.cf(CF_META), META_OFFSETS, codec::encode(&all));
+        if !resume.is_empty() {
+            let mut positions = self.changelog_resume()?;
+            for (&p, &o) in resume {
+                let e = positions.entry(p).or_insert(o);
+                *e = (*e).max(o);
+            }
+            batch.put_cf(
+                self.cf(CF_META),
+                META_CHANGELOG_RESUME,
+                codec::encode(&positions),
+            );
+        }
         self.db
             .write(batch)
             .map_err(|e| Error::db("write batch", e))
+    }
+
+    /// Where to resume reading the changelog, per partition (see
+    /// [`Store::write_resumable`]); empty when unknown.
+    pub fn changelog_resume(&self) -> Result<BTreeMap<i32, i64>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_META), META_CHANGELOG_RESUME)
+            .map_err(|e| Error::db("read changelog positions", e))?
+        {
+            Some(v) => codec::decode("changelog positions", &v),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Sets the changelog positions after a restore that read up to them.
+    pub fn set_changelog_resume(&self, resume: &BTreeMap<i32, i64>) -> Result<()> {
+        self.db
+            .put_cf(
+                self.cf(CF_META),
+                META_CHANGELOG_RESUME,
+                codec::encode(resume),
+            )
+            .map_err(|e| Error::db("write changelog positions", e))
     }
 
     /// Applies changelog records (a restore), in order, in one batch.

@@ -75,6 +75,38 @@ impl Lineage {
     }
 }
 
+impl Lineage {
+    /// For a store at commit `local` catching up to the group's `committed`
+    /// number from the changelog records after `local` (this lineage holds
+    /// the run records among them): the commit numbers to apply. None when
+    /// `local` is not on the committed chain (a store ahead of the committed
+    /// state, or on a branch a later run abandoned): rebuild instead.
+    pub fn committed_since(&self, committed: i64, local: i64) -> Option<Committed> {
+        let mut ranges = Vec::new();
+        let mut end = committed;
+        while end > local {
+            match self.runs.range(..=end).next_back() {
+                // A run that started after `local`: its commits up to `end`,
+                // then the commit it restored from.
+                Some((&start, &base)) if start > local => {
+                    if base >= start {
+                        return None;
+                    }
+                    ranges.push((start, end));
+                    end = base;
+                }
+                // No run started between `local` and `end`: `local`'s run
+                // went on committing up to `end`.
+                _ => {
+                    ranges.push((local + 1, end));
+                    end = local;
+                }
+            }
+        }
+        (end == local).then_some(Committed { ranges })
+    }
+}
+
 /// The committed commit numbers, as inclusive ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -131,6 +163,27 @@ mod tests {
             assert!(!c.contains(Some(n)), "{n}");
         }
         assert!(c.contains(None));
+    }
+
+    #[test]
+    fn a_store_behind_catches_up_only_along_the_committed_chain() {
+        // Local store at 103 (run A, 100). Run A went on to 105 and crashed
+        // in 106; run B restored from 105 and committed up to 210.
+        let l = lineage(&[(200, 105)]);
+        let c = l.committed_since(210, 103).unwrap();
+        for n in [104, 105, 200, 210] {
+            assert!(c.contains(Some(n)), "{n}");
+        }
+        for n in [103, 106, 211] {
+            assert!(!c.contains(Some(n)), "{n}");
+        }
+        // Same run, no restart: the numbers after the store's.
+        let c = Lineage::default().committed_since(108, 103).unwrap();
+        assert!(c.contains(Some(104)) && c.contains(Some(108)) && !c.contains(Some(109)));
+        // A store ahead of the committed state, or on an abandoned branch
+        // (run B restored from 101, so 102..=103 never committed): rebuild.
+        assert!(Lineage::default().committed_since(102, 103).is_none());
+        assert!(lineage(&[(200, 101)]).committed_since(210, 103).is_none());
     }
 
     #[test]

@@ -323,6 +323,9 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         }
         let n = next_commit.get();
         next_commit.set(n + 1);
+        // Everything of earlier commits is acknowledged by now: a store at
+        // this commit can resume the changelog from here.
+        let resume = producer.delivered_ends(&cfg.topics.changelog);
         let mut prepared = Store::prepare(&engine.take_changes());
         if let Some(t) = &topo {
             t.keep_owned(&mut prepared.changelog);
@@ -349,7 +352,7 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         // the store is ahead of the committed offsets, which the next start
         // detects (and rebuilds from the changelog).
         let (kafka, local) = std::thread::scope(|scope| {
-            let local = scope.spawn(|| store.write(&prepared, offsets));
+            let local = scope.spawn(|| store.write_resumable(&prepared, offsets, &resume));
             let kafka = if eos {
                 producer.commit_transaction(&consumer, offsets, p.kafka_timeout)
             } else {
@@ -734,64 +737,37 @@ fn open_state(
     let (mut store, opened) = Store::open(dir, opts)
         .with_context(|| format!("cannot open the state directory {}", dir.display()))?;
     let local = store.offsets()?;
-    if local != committed || matches!(opened, Opened::Rebuilt { .. }) {
+    if local == committed && !matches!(opened, Opened::Rebuilt { .. }) {
+        info!(dir = %dir.display(), ?opened, "local state is current");
+    } else if let Some(records) = catch_up(
+        cfg,
+        client,
+        &store,
+        &opened,
+        &changelog_partitions,
+        local.get(&marker).copied(),
+        committed_no,
+    )? {
+        store.set_offsets(&committed)?;
+        metrics.restore_records.set(records as i64);
+    } else {
         warn!(dir = %dir.display(), ?opened, local = ?local, committed = ?committed, "local state does not match the committed offsets: rebuilding it from the changelog");
         drop(store);
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
         store = Store::open(dir, opts)?.0;
         let started = Instant::now();
-        let mut records = Vec::new();
-        for &cp in &changelog_partitions {
-            records.extend(
-                Consumer::read_to_end(client, &cfg.topics.changelog, cp, cfg.state.restore_timeout)
-                    .context("cannot read the changelog")?,
-            );
-        }
-        let mut lineage = Lineage::default();
-        let records: Vec<_> = records
-            .into_iter()
-            .filter(|r| match &r.key {
-                Some(k) => !lineage.observe(k, r.value.as_deref()),
-                None => false,
-            })
-            .collect();
+        let (records, lineage, ends) =
+            read_changelog(cfg, client, &changelog_partitions, &BTreeMap::new())?;
         let chain = lineage.committed(committed_no);
-        let read = records.len();
-        let changelog: Vec<ChangelogRecord> = records
-            .into_iter()
-            .filter(|r| {
-                chain.contains(
-                    r.headers
-                        .iter()
-                        .find(|h| h.name == lineage::COMMIT_HEADER)
-                        .and_then(|h| h.value.parse().ok()),
-                )
-            })
-            .filter_map(|r| {
-                r.key.map(|key| ChangelogRecord {
-                    key,
-                    value: r.value,
-                })
-            })
-            .collect();
-        if changelog.len() < read {
-            warn!(
-                skipped = read - changelog.len(),
-                "changelog records of uncommitted transactions skipped (the broker returned them to a read_committed consumer)"
-            );
-        }
-        for chunk in changelog.chunks(10_000) {
-            store.apply_changelog(chunk)?;
-        }
+        let applied = apply_committed(&store, records, &chain)?;
         store.set_offsets(&committed)?;
-        metrics.restore_records.set(changelog.len() as i64);
+        store.set_changelog_resume(&ends)?;
+        metrics.restore_records.set(applied as i64);
         info!(
-            records = changelog.len(),
+            records = applied,
             seconds = started.elapsed().as_secs_f64(),
             "state restored from the changelog"
         );
-    } else {
-        info!(dir = %dir.display(), ?opened, "local state is current");
     }
     let loaded = store.load().context("cannot load the state")?;
     metrics.restore_seconds.set(started.elapsed().as_secs_f64());
@@ -811,6 +787,116 @@ fn open_state(
         committed.entry(tp).or_insert(BEGINNING);
     }
     Ok((store, engine, committed_no, committed))
+}
+
+/// A store left behind the committed state (a crash between the Kafka commit
+/// and the local write, or a directory restored from an older copy) catches up
+/// by reading only the changelog after the positions it stored, applying the
+/// records of the commits between its own and the group's. Returns the records
+/// applied, or None when that is not possible (a store ahead of the committed
+/// state or on an abandoned branch): the caller rebuilds.
+fn catch_up(
+    cfg: &Config,
+    client: &ClientConfig,
+    store: &Store,
+    opened: &Opened,
+    partitions: &[i32],
+    local: Option<i64>,
+    committed: Option<i64>,
+) -> Result<Option<usize>> {
+    let (Opened::Existing, Some(local), Some(committed)) = (opened, local, committed) else {
+        return Ok(None);
+    };
+    if local >= committed {
+        return Ok(None);
+    }
+    // Partitions without a stored position are read from their start (the
+    // commit numbers still select what to apply).
+    let from = store.changelog_resume()?;
+    let started = Instant::now();
+    let (records, lineage, ends) = read_changelog(cfg, client, partitions, &from)?;
+    let Some(chain) = lineage.committed_since(committed, local) else {
+        return Ok(None);
+    };
+    let read = records.len();
+    let applied = apply_committed(store, records, &chain)?;
+    store.set_changelog_resume(&ends)?;
+    info!(
+        local,
+        committed,
+        read,
+        applied,
+        seconds = started.elapsed().as_secs_f64(),
+        "local state caught up from the changelog tail"
+    );
+    Ok(Some(applied))
+}
+
+/// The changelog records of `partitions` from `from` (missing: the start),
+/// without run records; the lineage of the run records among them; and the
+/// positions after the last record read.
+fn read_changelog(
+    cfg: &Config,
+    client: &ClientConfig,
+    partitions: &[i32],
+    from: &BTreeMap<i32, i64>,
+) -> Result<(Vec<InputRecord>, Lineage, BTreeMap<i32, i64>)> {
+    let mut records = Vec::new();
+    let mut ends = BTreeMap::new();
+    let mut lineage = Lineage::default();
+    for &cp in partitions {
+        let start = from.get(&cp).copied().unwrap_or(BEGINNING);
+        let part = Consumer::read_from(
+            client,
+            &cfg.topics.changelog,
+            cp,
+            start,
+            cfg.state.restore_timeout,
+        )
+        .context("cannot read the changelog")?;
+        ends.insert(cp, part.last().map_or(start.max(0), |r| r.offset + 1));
+        records.extend(part.into_iter().filter(|r| match &r.key {
+            Some(k) => !lineage.observe(k, r.value.as_deref()),
+            None => false,
+        }));
+    }
+    Ok((records, lineage, ends))
+}
+
+/// Applies the records of committed transactions; returns how many.
+fn apply_committed(
+    store: &Store,
+    records: Vec<InputRecord>,
+    chain: &lineage::Committed,
+) -> Result<usize> {
+    let read = records.len();
+    let changelog: Vec<ChangelogRecord> = records
+        .into_iter()
+        .filter(|r| {
+            chain.contains(
+                r.headers
+                    .iter()
+                    .find(|h| h.name == lineage::COMMIT_HEADER)
+                    .and_then(|h| h.value.parse().ok()),
+            )
+        })
+        .filter_map(|r| {
+            r.key.map(|key| ChangelogRecord {
+                key,
+                value: r.value,
+            })
+        })
+        .collect();
+    if changelog.len() < read {
+        warn!(
+            skipped = read - changelog.len(),
+            "changelog records of uncommitted transactions skipped (the broker returned them to a read_committed consumer)"
+        );
+    }
+    for chunk in changelog.chunks(10_000) {
+        store.apply_changelog(chunk)?;
+    }
+    Ok(changelog.len())
 }
 
 fn instance_suffix() -> String {
