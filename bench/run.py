@@ -39,6 +39,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 from avro_util import decode, encode  # noqa: E402
+from runs import committed_offset  # noqa: E402
 
 CACHE = os.environ.get("JOURNEY_CACHE", os.path.expanduser("~/.cache/journey"))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(CACHE, "target"))
@@ -120,12 +121,7 @@ class Run:
 
 
 def committed_total(bootstrap, group, topic):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        tps = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in tps)
-    finally:
-        c.close()
+    return committed_offset(bootstrap, group, topic, PARTITIONS)
 
 
 def throughput(run, group, total, proc, timeout, then=None):

@@ -441,14 +441,8 @@ impl Engine {
     /// Forgets an expired customer (its journey is already out of the map):
     /// the journey's deletion and its identifiers' are part of the next changes.
     fn expire(&mut self, key: String, journey: &Journey, out: &mut Vec<Output>) {
-        let forgotten = key
-            .split_once(':')
-            .map(|(kind, value)| {
-                self.identity.forget(&Identifier {
-                    kind: kind.into(),
-                    value: value.into(),
-                })
-            })
+        let forgotten = Identifier::from_key(&key)
+            .map(|id| self.identity.forget(&id))
             .unwrap_or_default();
         self.dirty.insert(key.clone());
         out.push(Output::Expired {
@@ -462,15 +456,12 @@ impl Engine {
         // At most one live entry per journey: a later due date leaves the
         // entry in place (it is re-checked when it pops), an earlier one adds
         // an entry and the old one goes stale.
-        let due = match (
+        let next = [
             journey.compute_next_due(&self.models),
             self.expiry_due(journey),
-        ) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(due) => due,
-                None => return,
-            },
+        ];
+        let Some(due) = next.into_iter().flatten().min() else {
+            return;
         };
         if journey.next_due.is_none_or(|scheduled| due < scheduled) {
             journey.next_due = Some(due);
@@ -766,14 +757,8 @@ impl Engine {
         emitted.stage = Some(change.to);
         emitted.at = change.at;
         self.stats.transitions += 1;
-        let identifiers = key
-            .split_once(':')
-            .map(|(k, v)| {
-                self.identity.members_of(&Identifier {
-                    kind: k.into(),
-                    value: v.into(),
-                })
-            })
+        let identifiers = Identifier::from_key(key)
+            .map(|id| self.identity.members_of(&id))
             .unwrap_or_default();
         out.push(Output::Transition(Transition {
             customer_key: key.to_string(),

@@ -48,6 +48,16 @@ impl Identifier {
     pub fn key(&self) -> String {
         format!("{}:{}", self.kind, self.value)
     }
+
+    /// The identifier of a customer key (the inverse of [`Identifier::key`],
+    /// taken as written: no normalisation); none without a `:`.
+    pub fn from_key(key: &str) -> Option<Identifier> {
+        let (kind, value) = key.split_once(':')?;
+        Some(Identifier {
+            kind: kind.into(),
+            value: value.into(),
+        })
+    }
 }
 
 impl fmt::Display for Identifier {

@@ -335,14 +335,9 @@ impl Store {
     /// Where to resume reading the changelog, per partition (see
     /// [`Store::write_resumable`]); empty when unknown.
     pub fn changelog_resume(&self) -> Result<BTreeMap<i32, i64>> {
-        match self
-            .db
-            .get_cf(self.cf(CF_META), META_CHANGELOG_RESUME)
-            .map_err(|e| Error::db("read changelog positions", e))?
-        {
-            Some(v) => codec::decode("changelog positions", &v),
-            None => Ok(BTreeMap::new()),
-        }
+        Ok(self
+            .meta(META_CHANGELOG_RESUME, "changelog positions")?
+            .unwrap_or_default())
     }
 
     /// Sets the changelog positions after a restore that read up to them.
@@ -374,14 +369,16 @@ impl Store {
 
     /// The input offsets stored with the state.
     pub fn offsets(&self) -> Result<Offsets> {
-        match self
-            .db
-            .get_cf(self.cf(CF_META), META_OFFSETS)
-            .map_err(|e| Error::db("read offsets", e))?
-        {
-            Some(v) => codec::decode("offsets", &v),
-            None => Ok(Offsets::new()),
-        }
+        Ok(self.meta(META_OFFSETS, "offsets")?.unwrap_or_default())
+    }
+
+    /// A decoded value of the meta column family, if present.
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>> {
+        self.db
+            .get_cf(self.cf(CF_META), key)
+            .map_err(|e| Error::db(format!("read {what}"), e))?
+            .map(|v| codec::decode(what, &v))
+            .transpose()
     }
 
     /// Reads the whole state (the engine keeps it in memory).
@@ -410,12 +407,8 @@ impl Store {
             out.identities
                 .push((parse_identity_key(&k)?, codec::decode("identity", &v)?));
         }
-        if let Some(v) = self
-            .db
-            .get_cf(self.cf(CF_META), META_ENGINE)
-            .map_err(|e| Error::db("read engine meta", e))?
-        {
-            out.meta = codec::decode("engine meta", &v)?;
+        if let Some(meta) = self.meta(META_ENGINE, "engine meta")? {
+            out.meta = meta;
         }
         Ok(out)
     }

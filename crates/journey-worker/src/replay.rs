@@ -130,11 +130,9 @@ pub fn write_journeys(engine: &Engine, path: &std::path::Path) -> Result<()> {
     keys.sort();
     for k in keys {
         let journey = engine.journey(k).expect("listed");
-        let (kind, value) = k.split_once(':').unwrap_or((k, ""));
-        let ids = engine.identity().members_of(&journey_core::Identifier {
-            kind: kind.into(),
-            value: value.into(),
-        });
+        let ids = journey_core::Identifier::from_key(k)
+            .map(|id| engine.identity().members_of(&id))
+            .unwrap_or_default();
         let stages: Vec<_> = journey.stages(engine.models());
         let mut touch: Vec<&str> = journey
             .touchpoints

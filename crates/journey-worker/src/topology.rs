@@ -163,7 +163,7 @@ impl Topology {
             if self.owns_key(&key) {
                 continue;
             }
-            let to = parse_key(&key)
+            let to = Identifier::from_key(&key)
                 .and_then(|id| engine.identity().key_of(&id))
                 .unwrap_or_else(|| key.clone());
             out.extend(self.forward_one(engine, &key, &to));
@@ -199,7 +199,8 @@ impl Topology {
             return Ok(false);
         };
         let to = String::from_utf8_lossy(rec.key.as_deref().unwrap_or_default()).into_owned();
-        let (Some(from), Some(to)) = (parse_key(&from.value), parse_key(&to)) else {
+        let (Some(from), Some(to)) = (Identifier::from_key(&from.value), Identifier::from_key(&to))
+        else {
             anyhow::bail!("forwarded journey with unparsable keys");
         };
         let journey: Journey = journey_store::decode(
@@ -210,15 +211,6 @@ impl Topology {
         engine.import(from, to, journey, out);
         Ok(true)
     }
-}
-
-/// `type:value` → identifier.
-fn parse_key(key: &str) -> Option<Identifier> {
-    let (kind, value) = key.split_once(':')?;
-    Some(Identifier {
-        kind: kind.into(),
-        value: value.into(),
-    })
 }
 
 #[cfg(test)]
