@@ -29,7 +29,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    fn build(&self, defaults: &[(&str, &str)]) -> RdConfig {
+    pub(crate) fn build(&self, defaults: &[(&str, &str)]) -> RdConfig {
         let mut c = RdConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in defaults {

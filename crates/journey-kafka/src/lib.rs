@@ -9,6 +9,7 @@ mod admin;
 mod client;
 mod codec;
 mod error;
+mod membership;
 
 pub use admin::{TopicSpec, ensure_topics};
 pub use client::{
@@ -20,3 +21,4 @@ pub use codec::{
     unframe,
 };
 pub use error::{Error, Result};
+pub use membership::{Membership, ShareOwner};

@@ -89,6 +89,10 @@ pub struct Topics {
     /// Internal single-partition log of identity links, read by every
     /// instance (several instances). Empty: `<application-id>-identity-log`.
     pub identity_log: String,
+    /// Coordination topic of several instances: one partition per share, no
+    /// records; the share group's assignment of its partitions decides which
+    /// process runs which share. Empty: `<application-id>-shares`.
+    pub shares: String,
     /// Partitions of the output topics when the worker creates them.
     pub output_partitions: i32,
     /// Replication factor of created topics.
@@ -158,6 +162,7 @@ impl Default for Topics {
             changelog: String::new(),
             repartition: String::new(),
             identity_log: String::new(),
+            shares: String::new(),
             output_partitions: 3,
             replication: 1,
             create: true,
@@ -179,15 +184,14 @@ pub enum Mode {
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Processing {
     pub mode: Mode,
-    /// Number of worker instances. With more than one, each owns the
-    /// partitions `p % instances == instance` of the input and internal
-    /// topics, and events are stitched across instances through the
-    /// repartition topic and the identity log.
+    /// Shares of the work. With more than one, share `s` owns the partitions
+    /// `p % instances == s` of the input and internal topics, events are
+    /// stitched across shares through the repartition topic and the identity
+    /// log, and any number of worker processes divide the shares among
+    /// themselves through the consumer group `<application-id>-shares`
+    /// (cooperative-sticky): a share moves, with its state, when processes
+    /// join or leave. One process runs one share per thread.
     pub instances: u32,
-    /// This instance, `0..instances`; by default the trailing number of the
-    /// `JOURNEY_INSTANCE_ID` environment variable (a StatefulSet pod name
-    /// such as `journey-2` works), else 0.
-    pub instance: Option<u32>,
     /// Commit at least this often while records flow.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
@@ -215,7 +219,6 @@ impl Default for Processing {
         Processing {
             mode: Mode::ExactlyOnce,
             instances: 1,
-            instance: None,
             commit_interval: Duration::from_millis(100),
             commit_max_records: 5000,
             max_poll_records: 1000,
@@ -345,6 +348,7 @@ impl Config {
             (&mut t.changelog, "state-changelog"),
             (&mut t.repartition, "repartition"),
             (&mut t.identity_log, "identity-log"),
+            (&mut t.shares, "shares"),
         ] {
             if name.trim().is_empty() {
                 *name = format!("{app}-{suffix}");
@@ -372,16 +376,9 @@ impl Config {
         if p.instances == 0 {
             bail!("processing.instances must be at least 1");
         }
-        if self.instance() >= p.instances {
-            bail!(
-                "processing.instance is {} but processing.instances is {}: instances are numbered from 0",
-                self.instance(),
-                p.instances
-            );
-        }
         if p.instances as i32 > self.topics.input_partitions {
             bail!(
-                "processing.instances ({}) is more than topics.input-partitions ({}): some instances would own nothing",
+                "processing.instances ({}) is more than topics.input-partitions ({}): some shares would own nothing",
                 p.instances,
                 self.topics.input_partitions
             );
@@ -430,26 +427,6 @@ impl Config {
             out.push(model);
         }
         Ok(out)
-    }
-
-    /// This instance's number (see `processing.instance`).
-    pub fn instance(&self) -> u32 {
-        self.processing.instance.unwrap_or_else(|| {
-            std::env::var("JOURNEY_INSTANCE_ID")
-                .ok()
-                .and_then(|v| {
-                    let digits: String = v
-                        .chars()
-                        .rev()
-                        .take_while(|c| c.is_ascii_digit())
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect();
-                    digits.parse().ok()
-                })
-                .unwrap_or(0)
-        })
     }
 
     /// Kafka client settings.

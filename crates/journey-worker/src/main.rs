@@ -12,6 +12,7 @@ mod produce;
 mod readable;
 mod replay;
 mod run;
+mod shares;
 mod tail;
 mod topology;
 
@@ -164,40 +165,80 @@ fn real_main(cli: Cli) -> Result<()> {
     }
 }
 
+/// `inspect`: a worker's state directory, or with several instances each
+/// share directory in it.
 fn inspect(
     cfg: &Config,
     identifier: Option<&str>,
     journeys: Option<&std::path::Path>,
 ) -> Result<()> {
-    use journey_store::{Store, StoreOptions};
     let dir = &cfg.state.dir;
-    if !dir.join("CURRENT").exists() {
+    let dirs = if dir.join("CURRENT").exists() {
+        vec![dir.clone()]
+    } else {
+        shares::share_dirs(dir)
+    };
+    if dirs.is_empty() {
         anyhow::bail!(
-            "{} is not a state directory (set state.dir or JOURNEY__STATE__DIR)",
+            "{} is not a state directory and holds no share directories (set state.dir or JOURNEY__STATE__DIR)",
             dir.display()
         );
     }
-    let (store, _) = Store::open(dir, StoreOptions::default())?;
     if let Some(path) = journeys {
-        let loaded = store.load()?;
-        let mut engine = journey_core::Engine::restore(
-            cfg.engine.clone(),
-            cfg.stage_models()?,
-            loaded.journeys,
-            loaded.identities,
-            loaded.meta,
-        );
-        // Held events are applied, as at the end of a replay.
-        engine.flush(&mut Vec::new());
-        replay::write_journeys(&engine, path)?;
-        println!(
-            "{} journeys written to {}",
-            engine.journeys().count(),
-            path.display()
-        );
+        let mut all = Vec::new();
+        for dir in &dirs {
+            all.extend(held_journeys(cfg, dir)?);
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        replay::write_journey_lines(all.iter().map(|(_, line)| line.as_str()), path)?;
+        println!("{} journeys written to {}", all.len(), path.display());
         return Ok(());
     }
     let Some(text) = identifier else {
+        for (i, dir) in dirs.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            statistics(dir)?;
+        }
+        return Ok(());
+    };
+    let (kind, value) = text
+        .split_once(':')
+        .context("give the identifier as type:value, e.g. email:ana@example.com")?;
+    let id = journey_core::Identifier::new(kind, value);
+    // With several instances every share knows the identifier; one holds
+    // the journey.
+    for dir in &dirs {
+        if show_journey(cfg, dir, &id)? {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("no journey of {id} in {}", dir.display())
+}
+
+/// The journeys of one state directory, held events applied (as at the end
+/// of a replay), as (key, JSON line).
+fn held_journeys(cfg: &Config, dir: &std::path::Path) -> Result<Vec<(String, String)>> {
+    use journey_store::{Store, StoreOptions};
+    let (store, _) = Store::open(dir, StoreOptions::default())?;
+    let loaded = store.load()?;
+    let mut engine = journey_core::Engine::restore(
+        cfg.engine.clone(),
+        cfg.stage_models()?,
+        loaded.journeys,
+        loaded.identities,
+        loaded.meta,
+    );
+    engine.flush(&mut Vec::new());
+    replay::journey_lines(&engine)
+}
+
+/// Prints the statistics of one state directory.
+fn statistics(dir: &std::path::Path) -> Result<()> {
+    use journey_store::{Store, StoreOptions};
+    let (store, _) = Store::open(dir, StoreOptions::default())?;
+    {
         let s = store.stats();
         let loaded = store.load()?;
         println!("state directory   {}", dir.display());
@@ -210,19 +251,25 @@ fn inspect(
         for ((t, p), o) in &loaded.offsets {
             println!("offset            {t}/{p} → {o}");
         }
-        return Ok(());
+    }
+    Ok(())
+}
+
+/// Prints the journey of an identifier if this state directory holds it.
+fn show_journey(
+    cfg: &Config,
+    dir: &std::path::Path,
+    id: &journey_core::Identifier,
+) -> Result<bool> {
+    use journey_store::{Store, StoreOptions};
+    let (store, _) = Store::open(dir, StoreOptions::default())?;
+    let Some(key) = store.key_of(id)? else {
+        return Ok(false);
     };
-    let (kind, value) = text
-        .split_once(':')
-        .context("give the identifier as type:value, e.g. email:ana@example.com")?;
-    let id = journey_core::Identifier::new(kind, value);
-    let key = store
-        .key_of(&id)?
-        .with_context(|| format!("{id} is not known"))?;
     let models = cfg.stage_models()?;
-    let journey = store
-        .journey(&key.key())?
-        .with_context(|| format!("no journey under {key}"))?;
+    let Some(journey) = store.journey(&key.key())? else {
+        return Ok(false);
+    };
     let members: Vec<String> = store
         .load()?
         .identities
@@ -246,7 +293,7 @@ fn inspect(
             t.time, t.channel, t.event_type, t.event_id
         );
     }
-    Ok(())
+    Ok(true)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -285,7 +332,13 @@ fn run_worker(cfg: Config) -> Result<()> {
         }
         let worker = {
             let (cfg, metrics, stop) = (cfg.clone(), metrics.clone(), stop.clone());
-            tokio::task::spawn_blocking(move || run::run(cfg, metrics, stop))
+            tokio::task::spawn_blocking(move || {
+                if cfg.processing.instances > 1 {
+                    shares::run_shares(cfg, metrics, stop)
+                } else {
+                    run::run(cfg, 0, metrics, stop)
+                }
+            })
         };
         let signal_stop = stop.clone();
         let grace = cfg.processing.shutdown_grace;

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the worker and the HTTP endpoints that expose them.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
@@ -53,6 +54,114 @@ pub struct Health {
     pub ready: AtomicBool,
     /// Wall-clock millis of the last loop iteration (liveness).
     pub heartbeat: AtomicI64,
+    /// State restores in progress (shares being started).
+    restoring: AtomicI64,
+}
+
+impl Health {
+    /// Ready, and no state being restored.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.restoring.load(Ordering::Relaxed) == 0
+    }
+
+    /// Marks a restore in progress until the guard is dropped.
+    pub fn restoring(self: &Arc<Self>) -> Restoring {
+        self.restoring.fetch_add(1, Ordering::Relaxed);
+        Restoring(self.clone())
+    }
+}
+
+/// A restore in progress (see [`Health::restoring`]).
+pub struct Restoring(Arc<Health>);
+
+impl Drop for Restoring {
+    fn drop(&mut self) {
+        self.0.restoring.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Gauges a share adds to the process's totals (see [`Contribution`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Held {
+    PendingEvents,
+    TimersPending,
+    Customers,
+    Identifiers,
+    SstBytes,
+    MemtableBytes,
+    BlockCacheBytes,
+}
+
+const HELD: usize = 7;
+
+/// One share's part of the process-wide metrics: counters advance by the
+/// change of the share's engine totals and gauges by the change of its
+/// values, so that several shares in one process add up; dropping it takes
+/// the share's gauges back out (a revoked share holds nothing here).
+pub struct Contribution {
+    metrics: Metrics,
+    counted: [Cell<u64>; 3],
+    held: [Cell<i64>; HELD],
+}
+
+impl Contribution {
+    /// A share that has counted and holds nothing yet.
+    pub fn new(metrics: &Metrics) -> Self {
+        Contribution {
+            metrics: metrics.clone(),
+            counted: Default::default(),
+            held: Default::default(),
+        }
+    }
+
+    fn gauge(&self, g: Held) -> &IntGauge {
+        let m = &self.metrics;
+        match g {
+            Held::PendingEvents => &m.pending_events,
+            Held::TimersPending => &m.timers_pending,
+            Held::Customers => &m.customers,
+            Held::Identifiers => &m.identifiers,
+            Held::SstBytes => &m.state_sst_bytes,
+            Held::MemtableBytes => &m.state_memtable_bytes,
+            Held::BlockCacheBytes => &m.state_block_cache_bytes,
+        }
+    }
+
+    /// Sets this share's value of a gauge.
+    pub fn hold(&self, g: Held, value: i64) {
+        let was = self.held[g as usize].replace(value);
+        self.gauge(g).add(value - was);
+    }
+
+    /// Advances the engine counters to this share's totals.
+    pub fn count(&self, applied: u64, duplicates: u64, late: u64) {
+        let m = &self.metrics;
+        let totals = [
+            (&m.applied, applied),
+            (&m.duplicates, duplicates),
+            (&m.late, late),
+        ];
+        for ((counter, total), counted) in totals.into_iter().zip(&self.counted) {
+            counter.inc_by(total.saturating_sub(counted.get()));
+            counted.set(counted.get().max(total));
+        }
+    }
+}
+
+impl Drop for Contribution {
+    fn drop(&mut self) {
+        for g in [
+            Held::PendingEvents,
+            Held::TimersPending,
+            Held::Customers,
+            Held::Identifiers,
+            Held::SstBytes,
+            Held::MemtableBytes,
+            Held::BlockCacheBytes,
+        ] {
+            self.hold(g, 0);
+        }
+    }
 }
 
 /// Registers a collector and hands it back.
@@ -292,7 +401,7 @@ pub async fn serve(listener: TcpListener, registry: Registry, health: Arc<Health
                     }
                 }
                 "/health/ready" => {
-                    if health.ready.load(Ordering::Relaxed) {
+                    if health.is_ready() {
                         ("200 OK", "text/plain", b"ready\n".to_vec())
                     } else {
                         (
@@ -323,4 +432,40 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_and_a_dropped_share_takes_its_gauges_back() {
+        let m = Metrics::new(&Registry::new());
+        let a = Contribution::new(&m);
+        let b = Contribution::new(&m);
+        a.hold(Held::Customers, 10);
+        b.hold(Held::Customers, 5);
+        a.hold(Held::Customers, 12);
+        assert_eq!(m.customers.get(), 17);
+        a.count(100, 2, 1);
+        b.count(40, 0, 0);
+        a.count(150, 2, 3);
+        assert_eq!(
+            (m.applied.get(), m.duplicates.get(), m.late.get()),
+            (190, 2, 3)
+        );
+        drop(a);
+        assert_eq!(m.customers.get(), 5);
+        assert_eq!(m.applied.get(), 190, "counters never go back");
+    }
+
+    #[test]
+    fn not_ready_while_a_share_restores() {
+        let h = Arc::new(Health::default());
+        h.ready.store(true, Ordering::Relaxed);
+        let r = h.restoring();
+        assert!(!h.is_ready());
+        drop(r);
+        assert!(h.is_ready());
+    }
 }

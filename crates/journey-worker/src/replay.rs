@@ -125,9 +125,15 @@ pub fn replay(cfg: &Config, args: Args) -> Result<()> {
 /// sorted touchpoint ids), sorted by key: the same format from `replay
 /// --journeys` and `inspect --journeys`, so that the two can be compared.
 pub fn write_journeys(engine: &Engine, path: &std::path::Path) -> Result<()> {
-    let mut j = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let lines = journey_lines(engine)?;
+    write_journey_lines(lines.iter().map(|(_, line)| line.as_str()), path)
+}
+
+/// Every journey of an engine as (key, JSON line), sorted by key.
+pub fn journey_lines(engine: &Engine) -> Result<Vec<(String, String)>> {
     let mut keys: Vec<&String> = engine.journeys().map(|(k, _)| k).collect();
     keys.sort();
+    let mut out = Vec::with_capacity(keys.len());
     for k in keys {
         let journey = engine.journey(k).expect("listed");
         let ids = journey_core::Identifier::from_key(k)
@@ -140,10 +146,22 @@ pub fn write_journeys(engine: &Engine, path: &std::path::Path) -> Result<()> {
             .map(|t| t.event_id.as_str())
             .collect();
         touch.sort();
-        serde_json::to_writer(
-            &mut j,
+        let line = serde_json::to_string(
             &serde_json::json!({"key": k, "identifiers": ids, "stages": stages, "touchpoints": touch}),
         )?;
+        out.push((k.clone(), line));
+    }
+    Ok(out)
+}
+
+/// Writes JSON lines to a file.
+pub fn write_journey_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    path: &std::path::Path,
+) -> Result<()> {
+    let mut j = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for line in lines {
+        j.write_all(line.as_bytes())?;
         j.write_all(b"\n")?;
     }
     j.flush()?;

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Mode};
 use crate::lineage::{self, Lineage};
-use crate::metrics::{Metrics, now_ms};
+use crate::metrics::{Contribution, Held, Metrics, now_ms};
 use crate::topology::Topology;
 
 /// The topics the worker needs, with their layout.
@@ -47,8 +47,15 @@ pub fn topic_specs(cfg: &Config) -> Vec<TopicSpec> {
             specs.push(spec(&name, t.output_partitions, false, week));
         }
     }
-    if Topology::of(cfg).is_some() {
+    if cfg.processing.instances > 1 {
         specs.push(spec(&t.changelog, t.input_partitions, true, week));
+        // One partition per share, no records: the share group divides them.
+        specs.push(spec(
+            &t.shares,
+            cfg.processing.instances as i32,
+            false,
+            week,
+        ));
         specs.push(spec(&t.repartition, t.input_partitions, false, week));
         // Links are the identity graph: kept forever.
         specs.push(spec(&t.identity_log, 1, false, "-1"));
@@ -227,15 +234,22 @@ impl Router<'_> {
     }
 }
 
-/// Runs the worker until `stop` is set. Blocking: call it from a dedicated thread.
-pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
+/// Runs the worker, or with several instances one share of the work (its
+/// state in `state.dir`), until `stop` is set. Blocking: call it from a
+/// dedicated thread.
+pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
+    let restoring = metrics.health.restoring();
+    let report = Contribution::new(&metrics);
     let models = cfg.stage_models()?;
     let codec = Codec::new(cfg.schema_ids, cfg.processing.max_payload_bytes);
     let client = cfg.client();
     let p = &cfg.processing;
     let group = cfg.kafka.application_id.clone();
+    let topo = Topology::of(&cfg, share);
     let mut member = client.clone();
-    if let Some(id) = cfg.group_instance_id() {
+    // Static membership for the group that assigns the input; shares assign
+    // their partitions themselves (the share group has the static identity).
+    if let Some(id) = cfg.group_instance_id().filter(|_| topo.is_none()) {
         member
             .properties
             .entry("group.instance.id".into())
@@ -243,10 +257,13 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
     }
     let consumer = Consumer::new(&member, &group).context("cannot create the consumer")?;
     let eos = p.mode == Mode::ExactlyOnce;
-    let txn_id = format!("{}-worker-{}", cfg.kafka.application_id, instance_suffix());
+    let txn_id = match &topo {
+        None => format!("{}-worker-{}", cfg.kafka.application_id, instance_suffix()),
+        // Whichever process runs the share next fences this one.
+        Some(t) => format!("{}-share-{}", cfg.kafka.application_id, t.me),
+    };
     let producer = Producer::new(&client, eos.then_some(txn_id.as_str()), p.kafka_timeout)
         .context("cannot create the producer (is the broker reachable, and does it support transactions?)")?;
-    let topo = Topology::of(&cfg);
     let (store, mut engine, base, committed) =
         open_state(&cfg, &client, &consumer, models, &metrics, topo.as_ref())?;
     // Commit numbers of this run (see `lineage`), committed as the group's
@@ -295,7 +312,8 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             Some(follower)
         }
     };
-    info!(input = %cfg.topics.input, group = %group, mode = ?p.mode, models = ?engine.models().iter().map(|m| m.name()).collect::<Vec<_>>(), "worker started");
+    drop(restoring);
+    info!(input = %cfg.topics.input, group = %group, mode = ?p.mode, share = topo.as_ref().map(|t| t.me), models = ?engine.models().iter().map(|m| m.name()).collect::<Vec<_>>(), "worker started");
 
     let mut offsets: BTreeMap<Partition, i64> = BTreeMap::new();
     let mut in_txn = false;
@@ -368,11 +386,9 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
             .map_err(|_| anyhow::anyhow!("the state writer panicked"))?
             .context("the transaction committed but the local state could not be written; a restart restores from the changelog")?;
         let s = store.stats();
-        metrics.state_sst_bytes.set(s.sst_bytes as i64);
-        metrics.state_memtable_bytes.set(s.memtable_bytes as i64);
-        metrics
-            .state_block_cache_bytes
-            .set(s.block_cache_bytes as i64);
+        report.hold(Held::SstBytes, s.sst_bytes as i64);
+        report.hold(Held::MemtableBytes, s.memtable_bytes as i64);
+        report.hold(Held::BlockCacheBytes, s.block_cache_bytes as i64);
         offsets.clear();
         metrics.commits.inc();
         metrics
@@ -425,9 +441,9 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         }
         if !metrics.health.ready.load(Ordering::Relaxed) && !assigned.is_empty() {
             metrics.health.ready.store(true, Ordering::Relaxed);
-            metrics.ready.set(1);
             info!("partitions assigned: ready");
         }
+        metrics.ready.set(i64::from(metrics.health.is_ready()));
         let started = Instant::now();
         if !records.is_empty() {
             last_record = Instant::now();
@@ -527,24 +543,17 @@ pub fn run(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Result<()> {
         pending_latency.append(&mut batch.latencies);
         producer.poll();
         let stats = engine.stats();
-        metrics
-            .applied
-            .inc_by(stats.applied - metrics.applied.get());
-        metrics
-            .duplicates
-            .inc_by(stats.duplicates - metrics.duplicates.get());
-        metrics.late.inc_by(stats.late - metrics.late.get());
+        report.count(stats.applied, stats.duplicates, stats.late);
         metrics
             .watermark
             .set(engine.watermark().max(0) as f64 / 1000.0);
-        metrics.pending_events.set(engine.pending() as i64);
-        metrics.timers_pending.set(engine.timers_pending() as i64);
-        metrics
-            .customers
-            .set(engine.identity().customer_count() as i64);
-        metrics
-            .identifiers
-            .set(engine.identity().identifier_count() as i64);
+        report.hold(Held::PendingEvents, engine.pending() as i64);
+        report.hold(Held::TimersPending, engine.timers_pending() as i64);
+        report.hold(Held::Customers, engine.identity().customer_count() as i64);
+        report.hold(
+            Held::Identifiers,
+            engine.identity().identifier_count() as i64,
+        );
         if !records.is_empty() {
             metrics
                 .batch_seconds

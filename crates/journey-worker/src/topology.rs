@@ -41,12 +41,13 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The topology of a configuration, or none for a single instance.
-    pub fn of(cfg: &Config) -> Option<Topology> {
+    /// The topology of share `share` of a configuration, or none for a
+    /// single instance.
+    pub fn of(cfg: &Config, share: u32) -> Option<Topology> {
         let p = &cfg.processing;
         (p.instances > 1).then(|| Topology {
             instances: p.instances as i32,
-            me: cfg.instance() as i32,
+            me: share as i32,
             partitions: cfg.topics.input_partitions,
             repartition: cfg.topics.repartition.clone(),
             identity_log: cfg.topics.identity_log.clone(),
