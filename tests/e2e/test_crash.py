@@ -121,6 +121,8 @@ def test_sigkill_two_instances(bootstrap, worker_factory, tmp_path):
         "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
         "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
         "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
+        # A small journey cache: most journeys are read back from RocksDB.
+        "JOURNEY__STATE__JOURNEY_CACHE_BYTES": "50000",
     }
     transitions, oracle = workload(topics, env, tmp_path, COUNT, 800)
     dirs = [f"{topics.state_dir}-{i}" for i in range(2)]

@@ -3,6 +3,8 @@ import datetime
 import subprocess
 import time
 
+import pytest
+
 from avro_util import decode, encode, event
 from conftest import BIN, produce, read_all
 
@@ -104,8 +106,11 @@ def test_cli_errors_are_clear(tmp_path):
     assert r.returncode != 0 and "bad" in r.stderr and "zzz" in r.stderr, r.stderr
 
 
-def test_replay_matches_the_worker(bootstrap, worker_factory, tmp_path):
-    """The loadgen workload through Kafka gives exactly the transitions `journey replay` computes."""
+@pytest.mark.parametrize("cache", ["0", "1"])
+def test_replay_matches_the_worker(bootstrap, worker_factory, tmp_path, cache):
+    """The loadgen workload through Kafka gives exactly the transitions `journey replay` computes,
+    with every journey in memory (cache 0) or none kept past a commit (1 byte: every journey
+    is read back from RocksDB when next needed)."""
     import json
     from conftest import Topics
     topics = Topics(bootstrap)
@@ -119,9 +124,12 @@ def test_replay_matches_the_worker(bootstrap, worker_factory, tmp_path):
     row = lambda t, to: (t["customer_key"], t["model"], t["sequence"], to, t["cause"])
     expected = sorted(row(t, t["to"]) for t in map(json.loads, oracle.splitlines()))
     assert len(expected) > 100
-    w = worker_factory(topics, **{k: v for k, v in env.items() if k.startswith("JOURNEY__TOPICS__")})
+    w = worker_factory(topics, JOURNEY__STATE__JOURNEY_CACHE_BYTES=cache,
+                       **{k: v for k, v in env.items() if k.startswith("JOURNEY__TOPICS__")})
     msgs = read_all(bootstrap, topics.transitions, expect=len(expected), timeout=120, partitions=1)
-    w.terminate()
+    assert w.terminate() == 0, w.output()[-3000:]
+    if cache == "1":
+        assert "journeys read from the store on first use" in w.output()
     got = sorted(row(t, t["to_stage"]) for t in (decode("StageTransition", m.value()) for m in msgs))
     assert got == expected
 

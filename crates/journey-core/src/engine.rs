@@ -3,14 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashMap as HashMap;
-
 use serde::{Deserialize, Serialize};
 
+use crate::journeys::Journeys;
 use crate::model::Change;
 use crate::{
-    Cause, DAY_MS, Event, EventError, Guards, Identifier, IdentityGraph, Journey, Millis, Priority,
-    ProfileMerge, Rejection, StageModel, Transition, TriggerRef,
+    CacheStats, Cause, DAY_MS, Event, EventError, Guards, Identifier, IdentityGraph, Journey,
+    JourneyBacking, Millis, Priority, ProfileMerge, Rejection, StageModel, Transition, TriggerRef,
 };
 
 /// Engine settings.
@@ -143,7 +142,7 @@ pub struct Engine {
     config: EngineConfig,
     models: Vec<StageModel>,
     identity: IdentityGraph,
-    journeys: HashMap<String, Journey>,
+    journeys: Journeys,
     pending: BTreeMap<(Millis, String), Event>,
     timers: BTreeSet<(Millis, String)>,
     max_time: Millis,
@@ -193,7 +192,7 @@ impl Engine {
             config,
             models,
             identity,
-            journeys: HashMap::default(),
+            journeys: Journeys::new(),
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),
             max_time: Millis::MIN,
@@ -230,6 +229,23 @@ impl Engine {
         for ev in meta.pending {
             e.pending.insert((ev.time, ev.event_id.clone()), ev);
         }
+        e
+    }
+
+    /// An engine resuming from stored state whose journeys stay in the
+    /// backing and are read on first use (a bounded cache in memory, see
+    /// [`Engine::persisted`]). `timers` are the journeys' `next_due` entries.
+    pub fn restore_backed(
+        config: EngineConfig,
+        models: Vec<StageModel>,
+        backing: Box<dyn JourneyBacking>,
+        timers: impl IntoIterator<Item = (Millis, String)>,
+        identities: impl IntoIterator<Item = (Identifier, Identifier)>,
+        meta: EngineMeta,
+    ) -> Self {
+        let mut e = Engine::restore(config, models, [], identities, meta);
+        e.journeys.set_backing(backing);
+        e.timers.extend(timers);
         e
     }
 
@@ -296,14 +312,36 @@ impl Engine {
         &self.identity
     }
 
-    /// The journey of a customer key.
+    /// The journey of a customer key, if held in memory (all of them are,
+    /// unless the engine has a backing: see [`Engine::restore_backed`]).
     pub fn journey(&self, key: &str) -> Option<&Journey> {
         self.journeys.get(key)
     }
 
-    /// All journeys by customer key.
+    /// The journeys held in memory, by customer key (all of them without a
+    /// backing).
     pub fn journeys(&self) -> impl Iterator<Item = (&String, &Journey)> {
         self.journeys.iter()
+    }
+
+    /// The journey cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.journeys.stats()
+    }
+
+    /// A read of the backing failed since the last call: what the engine did
+    /// since may rest on a missing journey and must not be committed.
+    pub fn backing_error(&mut self) -> Option<String> {
+        self.journeys.take_error()
+    }
+
+    /// Tells the engine that every change taken so far (see
+    /// [`Engine::take_changes`]) is written to its backing: journeys changed
+    /// since may stay, others may be dropped from memory until the estimate
+    /// of those held is at most `budget_bytes`. Does nothing without a
+    /// backing.
+    pub fn persisted(&mut self, budget_bytes: usize) {
+        self.journeys.persisted(budget_bytes, &self.dirty);
     }
 
     /// Submits an event. Invalid events are refused (the caller dead-letters
@@ -517,7 +555,7 @@ impl Engine {
         let mut keys: Vec<String> = self
             .dirty
             .iter()
-            .filter(|k| self.journeys.contains_key(*k))
+            .filter(|k| self.journeys.holds(k))
             .cloned()
             .collect();
         keys.sort_unstable();
@@ -605,10 +643,10 @@ impl Engine {
                 out,
             );
         }
-        let (key, mut journey) = match self.journeys.remove_entry(&key) {
-            Some(entry) => entry,
-            None => (key, Journey::new(&self.models)),
-        };
+        let mut journey = self
+            .journeys
+            .remove(&key)
+            .unwrap_or_else(|| Journey::new(&self.models));
         if journey.contains(event.time, &event.event_id) {
             self.stats.duplicates += 1;
             out.push(Output::Duplicate {

@@ -14,6 +14,7 @@ mod event;
 mod identifier;
 mod identity;
 mod journey;
+mod journeys;
 mod model;
 mod transition;
 
@@ -23,6 +24,7 @@ pub use event::{Event, Touchpoint};
 pub use identifier::{Identifier, Priority};
 pub use identity::{Guards, IdentityGraph, LinkOutcome, RejectReason, Rejection};
 pub use journey::{Emitted, Journey, ModelState};
+pub use journeys::{CacheStats, JourneyBacking};
 pub use model::{StageModel, builtin_models};
 pub use transition::{Cause, ProfileMerge, Transition, TriggerRef};
 

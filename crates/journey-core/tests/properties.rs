@@ -231,3 +231,84 @@ proptest! {
         prop_assert_eq!(original.stats(), restored.stats());
     }
 }
+
+/// A backing over a [`FakeStore`] shared with the test, which writes each
+/// commit's changes to it.
+struct SharedBacking(std::sync::Arc<std::sync::Mutex<FakeStore>>);
+
+impl journey_core::JourneyBacking for SharedBacking {
+    fn load(&mut self, key: &str) -> Option<journey_core::Journey> {
+        self.0.lock().unwrap().journeys.get(key).cloned()
+    }
+
+    fn take_error(&mut self) -> Option<String> {
+        None
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// An engine whose journeys live in a store and are dropped from memory
+    /// at every commit (a cache of zero bytes), with changes taken in parts
+    /// between commits as the worker does, gives the same outputs and final
+    /// journeys as one holding everything in memory.
+    #[test]
+    fn a_journey_cache_of_any_size_changes_nothing(events in workload(), every in 1usize..7, part in 1usize..4, budget in prop::sample::select(vec![0usize, 3000, 1 << 30]), ttl_days in 0i64..20) {
+        let config = journey_core::EngineConfig {
+            out_of_order_ms: DAY,
+            customer_ttl_ms: ttl_days * DAY,
+            ..Default::default()
+        };
+        let mut memory = journey_core::Engine::new(config.clone(), journey_core::builtin_models());
+        let store = std::sync::Arc::new(std::sync::Mutex::new(FakeStore::default()));
+        let mut backed = journey_core::Engine::restore_backed(
+            config,
+            journey_core::builtin_models(),
+            Box::new(SharedBacking(store.clone())),
+            [],
+            [],
+            journey_core::EngineMeta::default(),
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // Changes sent before the commit, written to the store at the commit.
+        let mut staged = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            memory.submit(e.clone(), &mut a).unwrap();
+            backed.submit(e.clone(), &mut b).unwrap();
+            if i % part == 0 {
+                staged.push(backed.take_entity_changes());
+            }
+            if i % every == 0 {
+                staged.push(backed.take_changes());
+                let mut s = store.lock().unwrap();
+                for c in staged.drain(..) {
+                    s.apply(c);
+                }
+                drop(s);
+                backed.persisted(budget);
+                if budget == 0 {
+                    // Everything is written: nothing needs to stay.
+                    prop_assert_eq!(backed.cache_stats().resident, 0);
+                }
+            }
+        }
+        memory.flush(&mut a);
+        backed.flush(&mut b);
+        prop_assert_eq!(&a, &b);
+        staged.push(backed.take_changes());
+        let mut s = store.lock().unwrap();
+        for c in staged.drain(..) {
+            s.apply(c);
+        }
+        let stored = journey_core::Engine::restore(
+            journey_core::EngineConfig::default(),
+            journey_core::builtin_models(),
+            s.journeys.clone(),
+            [],
+            journey_core::EngineMeta::default(),
+        );
+        prop_assert_eq!(final_view(&memory), final_view(&stored));
+        prop_assert_eq!(memory.stats(), backed.stats());
+    }
+}

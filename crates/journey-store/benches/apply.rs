@@ -1,8 +1,11 @@
 //! Engine + store applying a generated workload, against raw RocksDB puts of
 //! the same number and size of writes, in one run.
 //!
-//! `cargo bench -p journey-store --bench apply -- [EVENTS] [CUSTOMERS]`
-//! (defaults 1,000,000 events, 100,000 customers).
+//! `cargo bench -p journey-store --bench apply -- [EVENTS] [CUSTOMERS] [CACHE]`
+//! (defaults 1,000,000 events, 100,000 customers, 0). `CACHE` > 0 bounds
+//! the journeys held in memory to about that many bytes (the others are read
+//! back from the store, as the worker does with `state.journey-cache-bytes`);
+//! 0 holds every journey in memory. Prints the process's peak RSS.
 
 #![allow(missing_docs)]
 
@@ -10,7 +13,7 @@ use std::time::Instant;
 
 use journey_core::{Engine, EngineConfig, StageModel};
 use journey_loadgen::{Generator, Record, Settings};
-use journey_store::{Offsets, Store, StoreOptions};
+use journey_store::{Offsets, Store, StoreBacking, StoreOptions};
 
 fn main() {
     let args: Vec<u64> = std::env::args()
@@ -19,6 +22,7 @@ fn main() {
         .collect();
     let events = args.first().copied().unwrap_or(1_000_000) as usize;
     let customers = args.get(1).copied().unwrap_or(100_000);
+    let cache = args.get(2).copied().unwrap_or(0) as usize;
     let input: Vec<_> = Generator::new(Settings {
         customers,
         ..Settings::default()
@@ -31,13 +35,24 @@ fn main() {
     .collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, _) = Store::open(&dir.path().join("state"), StoreOptions::default()).expect("open");
-    let mut engine = Engine::new(
-        EngineConfig {
-            out_of_order_ms: 3_600_000,
-            ..EngineConfig::default()
-        },
-        vec![StageModel::builtin("funnel5").expect("builtin")],
-    );
+    let store = std::sync::Arc::new(store);
+    let config = EngineConfig {
+        out_of_order_ms: 3_600_000,
+        ..EngineConfig::default()
+    };
+    let models = vec![StageModel::builtin("funnel5").expect("builtin")];
+    let mut engine = if cache == 0 {
+        Engine::new(config, models)
+    } else {
+        Engine::restore_backed(
+            config,
+            models,
+            Box::new(StoreBacking::new(store.clone())),
+            [],
+            [],
+            Default::default(),
+        )
+    };
     let mut out = Vec::new();
     let (mut writes, mut bytes) = (0u64, 0u64);
     let mut sizes: Vec<usize> = Vec::new();
@@ -59,6 +74,7 @@ fn main() {
                     &Offsets::from([(("in".to_string(), 0), i as i64 + 1)]),
                 )
                 .expect("write");
+            engine.persisted(cache);
         }
     }
     let pipeline = started.elapsed().as_secs_f64();
@@ -109,5 +125,29 @@ fn main() {
     println!(
         "store                       {} journeys, {} identifiers (estimates), {} SST bytes",
         s.journeys, s.identities, s.sst_bytes
+    );
+    let c = engine.cache_stats();
+    println!(
+        "engine                      {} identifiers, {} journeys in memory (~{} MiB), {} read back, {} dropped (journey cache {})",
+        engine.identity().identifier_count(),
+        c.resident,
+        c.bytes >> 20,
+        c.loads,
+        c.evictions,
+        if cache == 0 {
+            "off: all in memory".to_string()
+        } else {
+            format!("{} MiB", cache >> 20)
+        }
+    );
+    // Peak resident set of this process (both runs, raw puts included).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: unknown");
+    println!(
+        "peak RSS                    {}",
+        hwm.trim_start_matches("VmHWM:").trim()
     );
 }

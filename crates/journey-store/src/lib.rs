@@ -7,10 +7,12 @@
 //! RocksDB types never leave this crate; the engine state types come from
 //! `journey-core`.
 
+mod backing;
 mod codec;
 mod error;
 mod store;
 
+pub use backing::StoreBacking;
 pub use codec::{FORMAT_VERSION, decode, encode};
 pub use error::{Error, Result};
 pub use store::{

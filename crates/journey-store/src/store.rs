@@ -84,8 +84,11 @@ pub struct Prepared {
 /// Everything needed to rebuild an engine.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
-    /// Journeys by customer key.
+    /// Journeys by customer key (empty from [`Store::load_index`]).
     pub journeys: Vec<(String, Journey)>,
+    /// The journeys' timer entries (due, customer key); filled by
+    /// [`Store::load_index`] only.
+    pub timers: Vec<(journey_core::Millis, String)>,
     /// Identifier → key identifier.
     pub identities: Vec<(Identifier, Identifier)>,
     /// Engine-wide state.
@@ -383,6 +386,16 @@ impl Store {
 
     /// Reads the whole state (the engine keeps it in memory).
     pub fn load(&self) -> Result<Loaded> {
+        self.load_with(true)
+    }
+
+    /// Everything but the journeys themselves: their timer entries instead,
+    /// for an engine that reads journeys from the store on first use.
+    pub fn load_index(&self) -> Result<Loaded> {
+        self.load_with(false)
+    }
+
+    fn load_with(&self, journeys: bool) -> Result<Loaded> {
         let mut out = Loaded {
             offsets: self.offsets()?,
             ..Loaded::default()
@@ -397,7 +410,11 @@ impl Store {
                 message: "not UTF-8".into(),
             })?;
             let j: Journey = codec::decode(&format!("journey {key}"), &v)?;
-            out.journeys.push((key, j));
+            if journeys {
+                out.journeys.push((key, j));
+            } else if let Some(due) = j.next_due {
+                out.timers.push((due, key));
+            }
         }
         for item in self
             .db

@@ -44,6 +44,21 @@ fn drive(store: &Store, n: usize, every: usize) -> (Engine, Vec<journey_store::C
     (e, changelog)
 }
 
+/// Further events of the same customers (another seed), for continuing.
+fn more_events(n: usize) -> Vec<journey_core::Event> {
+    Generator::new(Settings {
+        customers: 300,
+        seed: 9,
+        ..Settings::default()
+    })
+    .filter_map(|r| match r {
+        Record::Event(e) => Some(e),
+        _ => None,
+    })
+    .take(n)
+    .collect()
+}
+
 #[test]
 fn commits_are_atomic_with_offsets_and_load_rebuilds_the_engine() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,17 +82,7 @@ fn commits_are_atomic_with_offsets_and_load_rebuilds_the_engine() {
         loaded.meta,
     );
     // Both continue identically on more input.
-    let more: Vec<_> = Generator::new(Settings {
-        customers: 300,
-        seed: 9,
-        ..Settings::default()
-    })
-    .filter_map(|r| match r {
-        Record::Event(e) => Some(e),
-        _ => None,
-    })
-    .take(1000)
-    .collect();
+    let more = more_events(1000);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for ev in more {
         let _ = original.submit(ev.clone(), &mut a);
@@ -202,4 +207,61 @@ fn expired_customers_are_deleted_from_the_store_and_the_changelog() {
     copy.apply_changelog(&changelog).unwrap();
     copy.set_offsets(&store.offsets().unwrap()).unwrap();
     assert_eq!(copy.dump().unwrap(), after);
+}
+
+#[test]
+fn an_engine_reading_journeys_from_the_store_continues_like_one_holding_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("state"), StoreOptions::default()).unwrap();
+    let (mut original, _) = drive(&store, 3000, 250);
+    let store = std::sync::Arc::new(store);
+    let index = store.load_index().unwrap();
+    assert!(index.journeys.is_empty());
+    assert_eq!(
+        index.timers.len(),
+        store
+            .load()
+            .unwrap()
+            .journeys
+            .iter()
+            .filter(|(_, j)| j.next_due.is_some())
+            .count()
+    );
+    let mut backed = Engine::restore_backed(
+        EngineConfig {
+            out_of_order_ms: 3_600_000,
+            ..EngineConfig::default()
+        },
+        builtin_models(),
+        Box::new(journey_store::StoreBacking::new(store.clone())),
+        index.timers,
+        index.identities,
+        index.meta,
+    );
+    let more = more_events(2000);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, ev) in more.into_iter().enumerate() {
+        let _ = original.submit(ev.clone(), &mut a);
+        let _ = backed.submit(ev, &mut b);
+        if (i + 1) % 100 == 0 {
+            // Commit the backed engine's changes and keep nothing in memory.
+            let prepared = Store::prepare(&backed.take_changes());
+            store
+                .write(
+                    &prepared,
+                    &Offsets::from([(("in".to_string(), 0), 4000 + i as i64)]),
+                )
+                .unwrap();
+            backed.persisted(0);
+            assert_eq!(backed.cache_stats().resident, 0);
+        }
+    }
+    assert_eq!(a, b);
+    assert_eq!(original.stats(), backed.stats());
+    assert!(
+        backed.cache_stats().loads > 100,
+        "{:?}",
+        backed.cache_stats()
+    );
+    assert_eq!(backed.backing_error(), None);
 }

@@ -239,6 +239,11 @@ pub struct State {
     pub block_cache_bytes: usize,
     /// Write-buffer budget across column families, bytes.
     pub write_buffer_bytes: usize,
+    /// Journeys kept in memory (least recently used dropped first, an
+    /// estimate of their size), bytes; the others are read from RocksDB when
+    /// their customer is next seen. 0 keeps every journey in memory (and
+    /// loads them all at start-up).
+    pub journey_cache_bytes: usize,
     /// Time allowed to read the changelog when restoring.
     #[serde(with = "humantime_serde")]
     pub restore_timeout: Duration,
@@ -250,6 +255,7 @@ impl Default for State {
             dir: PathBuf::from("journey-state"),
             block_cache_bytes: 128 << 20,
             write_buffer_bytes: 64 << 20,
+            journey_cache_bytes: 128 << 20,
             restore_timeout: Duration::from_secs(600),
         }
     }

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub state_sst_bytes: IntGauge,
     pub state_memtable_bytes: IntGauge,
     pub state_block_cache_bytes: IntGauge,
+    pub cached_journeys: IntGauge,
+    pub cached_journey_bytes: IntGauge,
+    pub journey_loads: IntCounter,
+    pub journey_evictions: IntCounter,
     pub restore_records: IntGauge,
     pub restore_seconds: prometheus::Gauge,
     /// Health flags read by `/health/*`.
@@ -90,9 +94,23 @@ pub enum Held {
     SstBytes,
     MemtableBytes,
     BlockCacheBytes,
+    CachedJourneys,
+    CachedJourneyBytes,
 }
 
-const HELD: usize = 7;
+const HELD: usize = 9;
+
+/// Counters a share advances to its totals (see [`Contribution`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Counted {
+    Applied,
+    Duplicates,
+    Late,
+    JourneyLoads,
+    JourneyEvictions,
+}
+
+const COUNTED: usize = 5;
 
 /// One share's part of the process-wide metrics: counters advance by the
 /// change of the share's engine totals and gauges by the change of its
@@ -100,7 +118,7 @@ const HELD: usize = 7;
 /// the share's gauges back out (a revoked share holds nothing here).
 pub struct Contribution {
     metrics: Metrics,
-    counted: [Cell<u64>; 3],
+    counted: [Cell<u64>; COUNTED],
     held: [Cell<i64>; HELD],
 }
 
@@ -124,6 +142,8 @@ impl Contribution {
             Held::SstBytes => &m.state_sst_bytes,
             Held::MemtableBytes => &m.state_memtable_bytes,
             Held::BlockCacheBytes => &m.state_block_cache_bytes,
+            Held::CachedJourneys => &m.cached_journeys,
+            Held::CachedJourneyBytes => &m.cached_journey_bytes,
         }
     }
 
@@ -133,18 +153,19 @@ impl Contribution {
         self.gauge(g).add(value - was);
     }
 
-    /// Advances the engine counters to this share's totals.
-    pub fn count(&self, applied: u64, duplicates: u64, late: u64) {
+    /// Advances a counter by the growth of this share's total.
+    pub fn count(&self, c: Counted, total: u64) {
         let m = &self.metrics;
-        let totals = [
-            (&m.applied, applied),
-            (&m.duplicates, duplicates),
-            (&m.late, late),
-        ];
-        for ((counter, total), counted) in totals.into_iter().zip(&self.counted) {
-            counter.inc_by(total.saturating_sub(counted.get()));
-            counted.set(counted.get().max(total));
-        }
+        let counter = match c {
+            Counted::Applied => &m.applied,
+            Counted::Duplicates => &m.duplicates,
+            Counted::Late => &m.late,
+            Counted::JourneyLoads => &m.journey_loads,
+            Counted::JourneyEvictions => &m.journey_evictions,
+        };
+        let counted = &self.counted[c as usize];
+        counter.inc_by(total.saturating_sub(counted.get()));
+        counted.set(counted.get().max(total));
     }
 }
 
@@ -158,6 +179,8 @@ impl Drop for Contribution {
             Held::SstBytes,
             Held::MemtableBytes,
             Held::BlockCacheBytes,
+            Held::CachedJourneys,
+            Held::CachedJourneyBytes,
         ] {
             self.hold(g, 0);
         }
@@ -342,6 +365,26 @@ impl Metrics {
                 "journey_state_block_cache_bytes",
                 "RocksDB block cache bytes in use.",
             ),
+            cached_journeys: gauge(
+                r,
+                "journey_cached_journeys",
+                "Journeys held in memory (the others are in RocksDB).",
+            ),
+            cached_journey_bytes: gauge(
+                r,
+                "journey_cached_journey_bytes",
+                "Estimated bytes of the journeys held in memory (bounded by state.journey-cache-bytes).",
+            ),
+            journey_loads: counter(
+                r,
+                "journey_journey_loads_total",
+                "Journeys read from RocksDB because they were not in memory.",
+            ),
+            journey_evictions: counter(
+                r,
+                "journey_journey_evictions_total",
+                "Journeys dropped from memory to stay within state.journey-cache-bytes.",
+            ),
             restore_records: gauge(
                 r,
                 "journey_restore_records",
@@ -447,9 +490,14 @@ mod tests {
         b.hold(Held::Customers, 5);
         a.hold(Held::Customers, 12);
         assert_eq!(m.customers.get(), 17);
-        a.count(100, 2, 1);
-        b.count(40, 0, 0);
-        a.count(150, 2, 3);
+        for (share, totals) in [(&a, [100, 2, 1]), (&b, [40, 0, 0]), (&a, [150, 2, 3])] {
+            for (c, total) in [Counted::Applied, Counted::Duplicates, Counted::Late]
+                .into_iter()
+                .zip(totals)
+            {
+                share.count(c, total);
+            }
+        }
         assert_eq!(
             (m.applied.get(), m.duplicates.get(), m.late.get()),
             (190, 2, 3)

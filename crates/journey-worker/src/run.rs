@@ -11,12 +11,12 @@ use journey_kafka::{
     BEGINNING, ClientConfig, Codec, Consumer, DeadLetter, Header, InputRecord, OutputRecord,
     Partition, Producer, TopicSpec,
 };
-use journey_store::{ChangelogRecord, Opened, Store, StoreOptions};
+use journey_store::{ChangelogRecord, Opened, Store, StoreBacking, StoreOptions};
 use tracing::{info, warn};
 
 use crate::config::{Config, Mode};
 use crate::lineage::{self, Lineage};
-use crate::metrics::{Contribution, Held, Metrics, now_ms};
+use crate::metrics::{Contribution, Counted, Held, Metrics, now_ms};
 use crate::topology::Topology;
 
 /// The topics the worker needs, with their layout.
@@ -336,6 +336,9 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
                       pending: &mut Vec<(String, i64)>|
      -> Result<()> {
         let started = Instant::now();
+        if let Some(e) = engine.backing_error() {
+            anyhow::bail!("cannot read a journey from the local state: {e}");
+        }
         if eos && !*in_txn {
             return Ok(());
         }
@@ -385,6 +388,13 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         local
             .map_err(|_| anyhow::anyhow!("the state writer panicked"))?
             .context("the transaction committed but the local state could not be written; a restart restores from the changelog")?;
+        // The store holds this commit: journeys may leave memory.
+        engine.persisted(cfg.state.journey_cache_bytes);
+        let c = engine.cache_stats();
+        report.hold(Held::CachedJourneys, c.resident as i64);
+        report.hold(Held::CachedJourneyBytes, c.bytes as i64);
+        report.count(Counted::JourneyLoads, c.loads);
+        report.count(Counted::JourneyEvictions, c.evictions);
         let s = store.stats();
         report.hold(Held::SstBytes, s.sst_bytes as i64);
         report.hold(Held::MemtableBytes, s.memtable_bytes as i64);
@@ -543,7 +553,9 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         pending_latency.append(&mut batch.latencies);
         producer.poll();
         let stats = engine.stats();
-        report.count(stats.applied, stats.duplicates, stats.late);
+        report.count(Counted::Applied, stats.applied);
+        report.count(Counted::Duplicates, stats.duplicates);
+        report.count(Counted::Late, stats.late);
         metrics
             .watermark
             .set(engine.watermark().max(0) as f64 / 1000.0);
@@ -691,7 +703,7 @@ fn commit_header(commit: i64) -> Header {
 /// What [`open_state`] found: the store, the engine on its state, the
 /// committed commit number (see `lineage`), and the committed offsets of the
 /// partitions the state covers (`BEGINNING` where none was committed).
-type OpenState = (Store, Engine, Option<i64>, BTreeMap<Partition, i64>);
+type OpenState = (Arc<Store>, Engine, Option<i64>, BTreeMap<Partition, i64>);
 
 /// Opens the local store and checks it against the group's committed offsets:
 /// when they match, the local state is current; otherwise (first start on
@@ -778,20 +790,40 @@ fn open_state(
             "state restored from the changelog"
         );
     }
-    let loaded = store.load().context("cannot load the state")?;
+    let store = Arc::new(store);
+    let cache = cfg.state.journey_cache_bytes;
+    let engine = if cache == 0 {
+        let loaded = store.load().context("cannot load the state")?;
+        info!(
+            journeys = loaded.journeys.len(),
+            identifiers = loaded.identities.len(),
+            "state loaded (every journey in memory)"
+        );
+        Engine::restore(
+            cfg.engine.clone(),
+            models,
+            loaded.journeys,
+            loaded.identities,
+            loaded.meta,
+        )
+    } else {
+        let loaded = store.load_index().context("cannot load the state")?;
+        info!(
+            timers = loaded.timers.len(),
+            identifiers = loaded.identities.len(),
+            journey_cache_bytes = cache,
+            "state loaded (journeys read from the store on first use)"
+        );
+        Engine::restore_backed(
+            cfg.engine.clone(),
+            models,
+            Box::new(StoreBacking::new(store.clone())),
+            loaded.timers,
+            loaded.identities,
+            loaded.meta,
+        )
+    };
     metrics.restore_seconds.set(started.elapsed().as_secs_f64());
-    info!(
-        journeys = loaded.journeys.len(),
-        identifiers = loaded.identities.len(),
-        "state loaded"
-    );
-    let engine = Engine::restore(
-        cfg.engine.clone(),
-        models,
-        loaded.journeys,
-        loaded.identities,
-        loaded.meta,
-    );
     for tp in partitions {
         committed.entry(tp).or_insert(BEGINNING);
     }

@@ -1,0 +1,202 @@
+//! The engine's journeys: all held in memory, or, with a backing (the
+//! worker's state store), a cache of recently used journeys over it, bounded
+//! by an estimate of their size.
+//!
+//! The cache never does IO itself: a miss asks the [`JourneyBacking`] the
+//! caller provides. Journeys changed since the last persisted commit are
+//! never evicted, and a key deleted since then is never read back from the
+//! backing (which still holds the old journey until the commit is written).
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use crate::journey::Journey;
+
+/// Where journeys not held in memory are read from: the state as of the last
+/// commit written locally.
+pub trait JourneyBacking: Send {
+    /// The stored journey of a customer key, if any. A read that fails is
+    /// reported as none here and by [`JourneyBacking::take_error`], and the
+    /// caller must not commit what the engine did since.
+    fn load(&mut self, key: &str) -> Option<Journey>;
+
+    /// The first read failure since the last call, if any.
+    fn take_error(&mut self) -> Option<String>;
+}
+
+/// Counters of the journey cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Journeys held in memory.
+    pub resident: usize,
+    /// Estimated bytes of the journeys held.
+    pub bytes: usize,
+    /// Journeys read from the backing (misses that found one).
+    pub loads: u64,
+    /// Lookups the backing did not know (new customers).
+    pub absent: u64,
+    /// Journeys dropped from memory.
+    pub evictions: u64,
+}
+
+struct Held {
+    journey: Journey,
+    used: u64,
+    bytes: usize,
+}
+
+/// Estimated heap bytes of a journey held under `key`.
+fn estimate(key: &str, j: &Journey) -> usize {
+    let touchpoints: usize = j
+        .touchpoints
+        .iter()
+        .map(|t| {
+            std::mem::size_of_val(t)
+                + t.event_id.len()
+                + t.channel.len()
+                + t.event_type.len()
+                + t.properties
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 64)
+                    .sum::<usize>()
+        })
+        .sum();
+    let models = (j.models.len() + j.base.len() + j.emitted.len()) * 64;
+    let channels: usize = j.channel_counts.keys().map(|c| c.len() + 48).sum();
+    // The map entry, the key and the journey's own fields.
+    128 + key.len() + std::mem::size_of::<Journey>() + touchpoints + models + channels
+}
+
+/// Journeys by customer key (see the module documentation).
+pub(crate) struct Journeys {
+    held: HashMap<String, Held>,
+    backing: Option<Box<dyn JourneyBacking>>,
+    /// Keys removed and not put back since the last [`Journeys::persisted`].
+    gone: HashSet<String>,
+    tick: u64,
+    stats: CacheStats,
+}
+
+impl Journeys {
+    pub(crate) fn new() -> Self {
+        Journeys {
+            held: HashMap::default(),
+            backing: None,
+            gone: HashSet::default(),
+            tick: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub(crate) fn set_backing(&mut self, backing: Box<dyn JourneyBacking>) {
+        self.backing = Some(backing);
+    }
+
+    pub(crate) fn take_error(&mut self) -> Option<String> {
+        self.backing.as_mut().and_then(|b| b.take_error())
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats {
+            resident: self.held.len(),
+            ..self.stats
+        }
+    }
+
+    /// A held journey (no lookup in the backing).
+    pub(crate) fn get(&self, key: &str) -> Option<&Journey> {
+        self.held.get(key).map(|h| &h.journey)
+    }
+
+    /// Whether a journey is held in memory.
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        self.held.contains_key(key)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Journey)> {
+        self.held.iter().map(|(k, h)| (k, &h.journey))
+    }
+
+    /// Takes a journey out (to change it, or for good): from memory, else
+    /// from the backing unless the key was deleted since the last commit.
+    pub(crate) fn remove(&mut self, key: &str) -> Option<Journey> {
+        if let Some(h) = self.held.remove(key) {
+            self.stats.bytes -= h.bytes;
+            if self.backing.is_some() {
+                self.gone.insert(key.to_string());
+            }
+            return Some(h.journey);
+        }
+        let backing = self.backing.as_mut()?;
+        if self.gone.contains(key) {
+            return None;
+        }
+        match backing.load(key) {
+            Some(j) => {
+                self.stats.loads += 1;
+                self.gone.insert(key.to_string());
+                Some(j)
+            }
+            None => {
+                self.stats.absent += 1;
+                None
+            }
+        }
+    }
+
+    /// Puts a journey (back) under `key`.
+    pub(crate) fn insert(&mut self, key: String, journey: Journey) {
+        if self.backing.is_some() {
+            self.gone.remove(&key);
+        }
+        self.tick += 1;
+        let bytes = estimate(&key, &journey);
+        self.stats.bytes += bytes;
+        let held = Held {
+            journey,
+            used: self.tick,
+            bytes,
+        };
+        if let Some(old) = self.held.insert(key, held) {
+            self.stats.bytes -= old.bytes;
+        }
+    }
+
+    /// Everything up to now is written to the backing: deleted keys may be
+    /// looked up there again, and journeys not in `dirty` may be dropped
+    /// from memory, least recently used first, until the estimate is at most
+    /// `budget` bytes (down to three quarters of it, so that eviction runs
+    /// now and then rather than at every commit). Without a backing nothing
+    /// is dropped.
+    pub(crate) fn persisted(&mut self, budget: usize, dirty: &HashSet<String>) {
+        if self.backing.is_none() {
+            return;
+        }
+        self.gone.clear();
+        if self.stats.bytes <= budget {
+            return;
+        }
+        let target = budget / 4 * 3;
+        let mut candidates: Vec<(u64, &String)> = self
+            .held
+            .iter()
+            .filter(|(k, _)| !dirty.contains(*k))
+            .map(|(k, h)| (h.used, k))
+            .collect();
+        candidates.sort_unstable();
+        let mut bytes = self.stats.bytes;
+        let mut drop = Vec::new();
+        for (_, key) in candidates {
+            if bytes <= target {
+                break;
+            }
+            bytes -= self.held[key].bytes;
+            drop.push(key.clone());
+        }
+        for key in drop {
+            if let Some(h) = self.held.remove(&key) {
+                self.stats.bytes -= h.bytes;
+                self.stats.evictions += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The store as the engine's journey backing: journeys not held in memory
+//! are read from RocksDB on first use.
+
+use std::sync::Arc;
+
+use journey_core::{Journey, JourneyBacking};
+
+use crate::Store;
+
+/// Reads journeys from a shared [`Store`] for an engine restored with
+/// `Engine::restore_backed`. A failed read is kept for the engine to report.
+pub struct StoreBacking {
+    store: Arc<Store>,
+    error: Option<String>,
+}
+
+impl StoreBacking {
+    /// A backing over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        StoreBacking { store, error: None }
+    }
+}
+
+impl JourneyBacking for StoreBacking {
+    fn load(&mut self, key: &str) -> Option<Journey> {
+        match self.store.journey(key) {
+            Ok(j) => j,
+            Err(e) => {
+                self.error.get_or_insert_with(|| format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+}
