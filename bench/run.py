@@ -16,7 +16,8 @@ Each repetition, on fresh topics holding the same seeded workload:
                2 s warm-up; "drift" compares the last fifth of the run with the
                first (about 1: the pipeline kept up).
 Then the engine + store benchmark (no broker) with raw RocksDB puts of the same
-writes. Throughput is measured from outside, the same way for both: records
+writes, with every journey in memory and with a 32 MiB journey cache (peak RSS
+of each). Throughput is measured from outside, the same way for both: records
 committed by the group per second between its first and its last commit.
 Prints a table of medians and ratios. Timings are never asserted.
 """
@@ -329,9 +330,12 @@ def main():
             for pipe in (True, False):
                 log(f"  {'baseline' if pipe else 'pipeline'} at 1/{share} of peak ({peak / share:.0f} events/s)")
                 lat[share, pipe] = latency(bootstrap, work, feed, peak / share, secs, pipe=pipe)
-        log("engine + store alone (no broker), with raw RocksDB puts of the same writes")
-        store = subprocess.run(["cargo", "bench", "-q", "--profile", "dev", "-p", "journey-store", "--bench", "apply", "--", *store_args],
-                               cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        log("engine + store alone (no broker), with raw RocksDB puts of the same writes,"
+            " every journey in memory, then at most 32 MiB of them")
+        store = "".join(
+            subprocess.run(["cargo", "bench", "-q", "--profile", "dev", "-p", "journey-store", "--bench", "apply", "--",
+                            *store_args, cache], cwd=ROOT, check=True, capture_output=True, text=True).stdout + "\n"
+            for cache in ("0", str(32 << 20)))
     finally:
         if broker_dir:
             subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "stop", broker_dir], check=False)

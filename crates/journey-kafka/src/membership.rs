@@ -7,6 +7,7 @@
 //! the revoke callback, before the group hands it to another member.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -33,6 +34,7 @@ struct MemberCtx {
     logs: Ctx,
     topic: String,
     owner: Arc<dyn ShareOwner>,
+    rebalances: AtomicU64,
 }
 
 impl MemberCtx {
@@ -68,6 +70,7 @@ impl ConsumerContext for MemberCtx {
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
         match rebalance {
             Rebalance::Assign(list) => {
                 let shares = self.shares(list);
@@ -110,6 +113,7 @@ impl Membership {
                 logs: Ctx::default(),
                 topic: topic.to_string(),
                 owner,
+                rebalances: AtomicU64::new(0),
             })
             .map_err(|e| Error::kafka("create the share group member", e))?;
         inner
@@ -130,6 +134,11 @@ impl Membership {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Rebalances of the share group seen by this member.
+    pub fn rebalances(&self) -> u64 {
+        self.inner.context().rebalances.load(Ordering::Relaxed)
     }
 
     /// The shares held now.

@@ -425,7 +425,10 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
             apply_links(&links, t, &codec, &mut engine, &router, &mut batch)?;
         }
         let records = consumer.poll_batch(p.max_poll_records, Duration::from_millis(50))?;
-        metrics.rebalances.set(consumer.rebalances() as i64);
+        if topo.is_none() {
+            // (Several instances: the share group's, set by `shares`.)
+            metrics.rebalances.set(consumer.rebalances() as i64);
+        }
         // Lag per assigned partition; label sets of partitions no longer
         // reported (revoked) are removed.
         let assigned = consumer.assignment()?;

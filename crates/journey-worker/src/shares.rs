@@ -226,6 +226,7 @@ pub fn run_shares(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Resul
             info!(shares = ?member.shares().unwrap_or_default(), "share group joined: ready");
         }
         metrics.ready.set(i64::from(metrics.health.is_ready()));
+        metrics.rebalances.set(member.rebalances() as i64);
     };
     if let Err(e) = &result {
         error!(error = %format!("{e:#}"), "stopping every share");
