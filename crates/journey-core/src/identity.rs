@@ -1,6 +1,7 @@
 //! The identity graph: union-find over identifiers with a deterministic key and guards.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -100,13 +101,57 @@ struct Component {
     members: Vec<u32>,
 }
 
+/// Identifier → node number, without a second copy of each identifier: the
+/// table holds node numbers, hashed and compared through the node table
+/// (`ids`), which halves the graph's memory per identifier.
+#[derive(Clone, Default)]
+struct Index {
+    table: hashbrown::HashTable<u32>,
+    hasher: rustc_hash::FxBuildHasher,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Index({} identifiers)", self.table.len())
+    }
+}
+
+impl Index {
+    fn get(&self, ids: &[Identifier], id: &Identifier) -> Option<u32> {
+        self.table
+            .find(self.hasher.hash_one(id), |&n| &ids[n as usize] == id)
+            .copied()
+    }
+
+    /// Indexes node `n` (its identifier is `ids[n]`).
+    fn insert(&mut self, ids: &[Identifier], n: u32) {
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hasher.hash_one(&ids[n as usize]), n, |&m| {
+                hasher.hash_one(&ids[m as usize])
+            });
+    }
+
+    /// Unindexes node `n` (call before its slot in `ids` changes).
+    fn remove(&mut self, ids: &[Identifier], n: u32) {
+        let hash = self.hasher.hash_one(&ids[n as usize]);
+        if let Ok(entry) = self.table.find_entry(hash, |&m| m == n) {
+            entry.remove();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
 /// Union-find over identifiers. Every set's key is its highest-priority member,
 /// so the key does not depend on the order in which links arrived.
 #[derive(Debug, Clone)]
 pub struct IdentityGraph {
     priority: Priority,
     guards: Guards,
-    index: HashMap<Identifier, u32>,
+    index: Index,
     ids: Vec<Identifier>,
     parent: Vec<u32>,
     components: HashMap<u32, Component>,
@@ -122,7 +167,7 @@ impl IdentityGraph {
         IdentityGraph {
             priority,
             guards,
-            index: HashMap::default(),
+            index: Index::default(),
             ids: Vec::new(),
             parent: Vec::new(),
             components: HashMap::default(),
@@ -162,7 +207,7 @@ impl IdentityGraph {
         let forgotten = std::mem::take(&mut self.forgotten);
         let live: Vec<(Identifier, Option<Identifier>)> = nodes
             .into_iter()
-            .filter(|&n| self.index.get(&self.ids[n as usize]) == Some(&n))
+            .filter(|&n| self.index.get(&self.ids, &self.ids[n as usize]) == Some(n))
             .map(|n| {
                 let root = self.find_readonly(n);
                 let key = self.components[&root].key;
@@ -184,15 +229,15 @@ impl IdentityGraph {
     /// Returns them, sorted. Their slots stay allocated, empty, until the
     /// graph is rebuilt from storage.
     pub fn forget(&mut self, id: &Identifier) -> Vec<Identifier> {
-        let Some(&n) = self.index.get(id) else {
+        let Some(n) = self.index.get(&self.ids, id) else {
             return Vec::new();
         };
         let root = self.find(n);
         let component = self.components.remove(&root).expect("root has a component");
         let mut out = Vec::with_capacity(component.members.len());
         for m in component.members {
+            self.index.remove(&self.ids, m);
             let gone = std::mem::take(&mut self.ids[m as usize]);
-            self.index.remove(&gone);
             self.parent[m as usize] = m;
             out.push(gone);
         }
@@ -238,7 +283,7 @@ impl IdentityGraph {
 
     /// The customer key of an identifier, if it is known.
     pub fn key_of(&self, id: &Identifier) -> Option<String> {
-        let &n = self.index.get(id)?;
+        let n = self.index.get(&self.ids, id)?;
         let root = self.find_readonly(n);
         Some(self.ids[self.components[&root].key as usize].key())
     }
@@ -248,8 +293,8 @@ impl IdentityGraph {
     /// current keys. None for an empty list.
     pub fn resolve(&self, ids: &[Identifier]) -> Option<Identifier> {
         ids.iter()
-            .map(|id| match self.index.get(id) {
-                Some(&n) => {
+            .map(|id| match self.index.get(&self.ids, id) {
+                Some(n) => {
                     let root = self.find_readonly(n);
                     self.ids[self.components[&root].key as usize].clone()
                 }
@@ -260,7 +305,7 @@ impl IdentityGraph {
 
     /// All identifiers of the customer an identifier belongs to, sorted.
     pub fn members_of(&self, id: &Identifier) -> Vec<Identifier> {
-        let Some(&n) = self.index.get(id) else {
+        let Some(n) = self.index.get(&self.ids, id) else {
             return Vec::new();
         };
         let root = self.find_readonly(n);
@@ -291,13 +336,13 @@ impl IdentityGraph {
     }
 
     fn intern(&mut self, id: &Identifier) -> (u32, bool) {
-        if let Some(&n) = self.index.get(id) {
+        if let Some(n) = self.index.get(&self.ids, id) {
             return (n, false);
         }
         let n = self.ids.len() as u32;
         self.ids.push(id.clone());
         self.parent.push(n);
-        self.index.insert(id.clone(), n);
+        self.index.insert(&self.ids, n);
         self.components.insert(
             n,
             Component {
@@ -333,7 +378,7 @@ impl IdentityGraph {
     /// Panics if `ids` is empty.
     pub fn link(&mut self, ids: &[Identifier]) -> LinkOutcome {
         if let [only] = ids
-            && let Some(&n) = self.index.get(only)
+            && let Some(n) = self.index.get(&self.ids, only)
         {
             let root = self.find(n);
             return LinkOutcome {
@@ -386,10 +431,10 @@ impl IdentityGraph {
     fn forget_last(&mut self, id: &Identifier) {
         let n = self.ids.len() as u32 - 1;
         debug_assert_eq!(&self.ids[n as usize], id);
+        self.index.remove(&self.ids, n);
         self.ids.pop();
         self.parent.pop();
         self.dirty.retain(|&d| d != n);
-        self.index.remove(id);
         self.components.remove(&n);
     }
 

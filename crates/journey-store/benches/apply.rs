@@ -146,10 +146,14 @@ fn main() {
     );
     let c = engine.cache_stats();
     println!(
-        "engine                      {} identifiers, {} journeys in memory (~{} MiB), {} read back, {} dropped (journey cache {})",
+        "engine                      {} identifiers, {} journeys in memory ({}), {} read back, {} dropped (journey cache {})",
         engine.identity().identifier_count(),
         c.resident,
-        c.bytes >> 20,
+        if cache == 0 {
+            "size not tracked".to_string()
+        } else {
+            format!("~{} MiB", c.bytes >> 20)
+        },
         c.loads,
         c.evictions,
         if cache == 0 {
