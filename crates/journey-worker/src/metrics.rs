@@ -56,13 +56,47 @@ pub struct Metrics {
 pub struct Health {
     /// Group joined, partitions assigned and ready to process.
     pub ready: AtomicBool,
-    /// Wall-clock millis of the last loop iteration (liveness).
-    pub heartbeat: AtomicI64,
+    /// Wall-clock millis of the last iteration of each running loop
+    /// (liveness): a share's processing loop by share number, the share
+    /// manager under [`Health::MANAGER`].
+    beats: std::sync::Mutex<std::collections::BTreeMap<u32, i64>>,
     /// State restores in progress (shares being started).
     restoring: AtomicI64,
 }
 
 impl Health {
+    /// The loop id of the share manager (several instances).
+    pub const MANAGER: u32 = u32::MAX;
+
+    /// Records an iteration of loop `id`.
+    pub fn beat(&self, id: u32) {
+        let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        beats.insert(id, now_ms());
+    }
+
+    /// Loop `id` has ended: it no longer counts for liveness.
+    pub fn ended(&self, id: u32) {
+        let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        beats.remove(&id);
+    }
+
+    /// Ends loop `id` (see [`Health::ended`]) when the guard is dropped.
+    pub fn beating(self: &Arc<Self>, id: u32) -> Beating {
+        Beating(self.clone(), id)
+    }
+
+    /// The running loop silent the longest, if silent for at least `limit_ms`:
+    /// its id and how long.
+    pub fn silent(&self, limit_ms: i64) -> Option<(u32, i64)> {
+        let now = now_ms();
+        let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        beats
+            .iter()
+            .map(|(&id, &at)| (id, now - at))
+            .max_by_key(|&(_, age)| age)
+            .filter(|&(_, age)| age >= limit_ms)
+    }
+
     /// Ready, and no state being restored.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && self.restoring.load(Ordering::Relaxed) == 0
@@ -72,6 +106,15 @@ impl Health {
     pub fn restoring(self: &Arc<Self>) -> Restoring {
         self.restoring.fetch_add(1, Ordering::Relaxed);
         Restoring(self.clone())
+    }
+}
+
+/// A running loop (see [`Health::beating`]).
+pub struct Beating(Arc<Health>, u32);
+
+impl Drop for Beating {
+    fn drop(&mut self) {
+        self.0.ended(self.1);
     }
 }
 
@@ -430,19 +473,21 @@ pub async fn serve(listener: TcpListener, registry: Registry, health: Arc<Health
                     }
                     ("200 OK", "text/plain; version=0.0.4", out)
                 }
-                "/health/live" => {
-                    let beat = health.heartbeat.load(Ordering::Relaxed);
-                    let age = now_ms() - beat;
-                    if beat == 0 || age < 60_000 {
-                        ("200 OK", "text/plain", b"live\n".to_vec())
-                    } else {
+                "/health/live" => match health.silent(60_000) {
+                    None => ("200 OK", "text/plain", b"live\n".to_vec()),
+                    Some((id, age)) => {
+                        let which = if id == Health::MANAGER {
+                            "share manager".to_string()
+                        } else {
+                            format!("processing loop {id}")
+                        };
                         (
                             "503 Service Unavailable",
                             "text/plain",
-                            format!("processing loop silent for {age} ms\n").into_bytes(),
+                            format!("{which} silent for {age} ms\n").into_bytes(),
                         )
                     }
-                }
+                },
                 "/health/ready" => {
                     if health.is_ready() {
                         ("200 OK", "text/plain", b"ready\n".to_vec())
@@ -505,6 +550,19 @@ mod tests {
         drop(a);
         assert_eq!(m.customers.get(), 5);
         assert_eq!(m.applied.get(), 190, "counters never go back");
+    }
+
+    #[test]
+    fn a_silent_loop_fails_liveness_until_it_ends() {
+        let h = Health::default();
+        assert_eq!(h.silent(60_000), None, "no loop yet: live");
+        h.beat(0);
+        h.beat(1);
+        assert_eq!(h.silent(60_000), None);
+        h.beats.lock().unwrap().insert(1, now_ms() - 61_000);
+        assert_eq!(h.silent(60_000).map(|(id, _)| id), Some(1));
+        h.ended(1);
+        assert_eq!(h.silent(60_000), None);
     }
 
     #[test]

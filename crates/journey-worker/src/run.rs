@@ -414,8 +414,10 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         Ok(())
     };
 
+    // However the loop ends, it stops counting for liveness.
+    let _beating = metrics.health.beating(share);
     while !stop.load(Ordering::Relaxed) {
-        metrics.health.heartbeat.store(now_ms(), Ordering::Relaxed);
+        metrics.health.beat(share);
         if let (Some(follower), Some(t)) = (&identity_log, &topo) {
             let links = follower.poll_batch(p.max_poll_records, Duration::ZERO)?;
             if !links.is_empty() && eos && !in_txn {

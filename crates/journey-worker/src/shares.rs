@@ -21,7 +21,7 @@ use journey_kafka::{Membership, ShareOwner};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::metrics::{Metrics, now_ms};
+use crate::metrics::{Health, Metrics};
 use crate::run;
 
 /// The directory of share `share` under the worker's state directory.
@@ -208,7 +208,7 @@ pub fn run_shares(cfg: Config, metrics: Metrics, stop: Arc<AtomicBool>) -> Resul
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
-        metrics.health.heartbeat.store(now_ms(), Ordering::Relaxed);
+        metrics.health.beat(Health::MANAGER);
         if let Err(e) = member.poll(Duration::from_millis(100)) {
             break Err(anyhow::Error::from(e).context("share group failed"));
         }
