@@ -9,6 +9,22 @@ from confluent_kafka import Consumer, TopicPartition
 from conftest import BIN
 
 
+def scaled_env(topics, instances, **extra):
+    """Settings of `instances` shares over as many input and output partitions,
+    with the test's own internal topics, committing every 50 ms or 200 records."""
+    env = {
+        "JOURNEY__TOPICS__INPUT_PARTITIONS": str(instances),
+        "JOURNEY__TOPICS__OUTPUT_PARTITIONS": str(instances),
+        "JOURNEY__PROCESSING__INSTANCES": str(instances),
+        "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
+        "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
+        "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
+        "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
+    }
+    env.update(extra)
+    return env
+
+
 def workload(topics, env, tmp_path, count, customers, malformed=0.0):
     """Writes a seeded workload to a file and to the input topic; returns the
     oracle's transitions (JSON lines of `journey replay`) and final journeys.

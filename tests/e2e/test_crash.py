@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 import kafka_raw
 from avro_util import decode
 from conftest import Topics
-from runs import repartition_settled, stable_keys, wait_caught_up, worker_journeys, workload
+from runs import repartition_settled, scaled_env, stable_keys, wait_caught_up, worker_journeys, workload
 
 COUNT = 12000
 ROW = lambda t, to: (t["customer_key"], t["model"], t["sequence"], t["from_stage"] if "from_stage" in t else t["from"], to, t["cause"])
@@ -113,17 +113,8 @@ def test_sigkill_two_instances(bootstrap, worker_factory, tmp_path):
     """Two instances stitching across partitions; one or the other killed at random points."""
     topics = Topics(bootstrap)
     topics.create(partitions=2)
-    env = {
-        "JOURNEY__TOPICS__INPUT_PARTITIONS": "2",
-        "JOURNEY__TOPICS__OUTPUT_PARTITIONS": "2",
-        "JOURNEY__PROCESSING__INSTANCES": "2",
-        "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
-        "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
-        "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
-        "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
-        # A small journey cache: most journeys are read back from RocksDB.
-        "JOURNEY__STATE__JOURNEY_CACHE_BYTES": "50000",
-    }
+    # A small journey cache: most journeys are read back from RocksDB.
+    env = scaled_env(topics, 2, JOURNEY__STATE__JOURNEY_CACHE_BYTES="50000")
     transitions, oracle = workload(topics, env, tmp_path, COUNT, 800)
     dirs = [f"{topics.state_dir}-{i}" for i in range(2)]
 
@@ -169,15 +160,7 @@ def test_graceful_restarts_leave_no_extras(bootstrap, worker_factory, tmp_path, 
     record at all, and no transition twice."""
     topics = Topics(bootstrap)
     topics.create(partitions=instances)
-    env = {
-        "JOURNEY__TOPICS__INPUT_PARTITIONS": str(instances),
-        "JOURNEY__TOPICS__OUTPUT_PARTITIONS": str(instances),
-        "JOURNEY__PROCESSING__INSTANCES": str(instances),
-        "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
-        "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
-        "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
-        "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
-    }
+    env = scaled_env(topics, instances)
     if instances == 1:
         env["JOURNEY__PROCESSING__IDLE_ADVANCE_AFTER"] = '"0s"'
     transitions, oracle = workload(topics, env, tmp_path, COUNT, 800)

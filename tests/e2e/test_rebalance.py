@@ -14,7 +14,7 @@ import time
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import BIN, Topics
-from runs import repartition_settled, stable_keys, wait_caught_up, worker_journeys
+from runs import repartition_settled, scaled_env, stable_keys, wait_caught_up, worker_journeys
 from test_crash import ROW, classify
 
 COUNT = 12000
@@ -48,18 +48,9 @@ def wait_committed_on_each(topics, worker, partitions, timeout=90):
 def test_shares_move_between_processes_with_their_state(bootstrap, worker_factory, tmp_path):
     topics = Topics(bootstrap)
     topics.create(partitions=2)
-    env = {
-        "JOURNEY__TOPICS__INPUT_PARTITIONS": "2",
-        "JOURNEY__TOPICS__OUTPUT_PARTITIONS": "2",
-        "JOURNEY__PROCESSING__INSTANCES": "2",
-        "JOURNEY__TOPICS__REPARTITION": f'"rp-{topics.app}"',
-        "JOURNEY__TOPICS__IDENTITY_LOG": f'"il-{topics.app}"',
-        "JOURNEY__PROCESSING__COMMIT_INTERVAL": '"50ms"',
-        "JOURNEY__PROCESSING__COMMIT_MAX_RECORDS": "200",
-        # Dynamic membership: a process that stops leaves the group at once
-        # (a static member keeps its shares for the session timeout).
-        "JOURNEY__KAFKA__GROUP_INSTANCE_ID": '""',
-    }
+    # Dynamic membership: a process that stops leaves the group at once
+    # (a static member keeps its shares for the session timeout).
+    env = scaled_env(topics, 2, JOURNEY__KAFKA__GROUP_INSTANCE_ID='""')
     args = ["--count", str(COUNT), "--customers", "800", "--duplicates", "0.02"]
     data = tmp_path / "events.jsonl"
     subprocess.run([BIN, "produce", "--to-file", str(data), *args], check=True, env=topics.env(**env))

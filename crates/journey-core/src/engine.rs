@@ -272,6 +272,9 @@ impl Engine {
             .into_iter()
             .map(|k| {
                 let j = self.journeys.get(&k).cloned();
+                if j.is_none() {
+                    self.journeys.deleted(&k);
+                }
                 (k, j)
             })
             .collect();
@@ -280,6 +283,11 @@ impl Engine {
             identities: self.identity.take_dirty(),
             meta: None,
         }
+    }
+
+    /// Takes a journey out of the engine's journeys (see `Journeys::remove`).
+    fn take_journey(&mut self, key: &str) -> Option<Journey> {
+        self.journeys.remove(key, &self.dirty)
     }
 
     /// The models, in output order.
@@ -445,7 +453,7 @@ impl Engine {
                 break;
             }
             let (due, key) = self.timers.pop_first().expect("non-empty");
-            let Some(mut journey) = self.journeys.remove(&key) else {
+            let Some(mut journey) = self.take_journey(&key) else {
                 continue;
             };
             if journey.next_due == Some(due) {
@@ -565,7 +573,7 @@ impl Engine {
     /// Removes a journey to hand it to the worker that owns its key now (its
     /// deletion is part of the next [`Engine::take_changes`]).
     pub fn export(&mut self, key: &str) -> Option<Journey> {
-        let journey = self.journeys.remove(key)?;
+        let journey = self.take_journey(key)?;
         self.dirty.insert(key.to_string());
         Some(journey)
     }
@@ -585,7 +593,7 @@ impl Engine {
         let (usable, _) = self.identity.usable_owned(vec![to, from.clone()]);
         let outcome = self.identity.link(&usable);
         let from_key = from.key();
-        let (mut journey, combined) = match self.journeys.remove(&from_key) {
+        let (mut journey, combined) = match self.take_journey(&from_key) {
             Some(mut local) => {
                 absorb(&mut local, journey);
                 (local, true)
@@ -644,8 +652,7 @@ impl Engine {
             );
         }
         let mut journey = self
-            .journeys
-            .remove(&key)
+            .take_journey(&key)
             .unwrap_or_else(|| Journey::new(&self.models));
         if journey.contains(event.time, &event.event_id) {
             self.stats.duplicates += 1;
@@ -737,7 +744,7 @@ impl Engine {
         let key_str = key.key();
         let mut parts: Vec<(Identifier, Journey)> = absorbed
             .iter()
-            .filter_map(|a| self.journeys.remove(&a.key()).map(|j| (a.clone(), j)))
+            .filter_map(|a| self.take_journey(&a.key()).map(|j| (a.clone(), j)))
             .collect();
         if parts.is_empty() {
             return;
@@ -761,7 +768,7 @@ impl Engine {
         parts.sort_by(|a, b| priority.compare(&a.0, &b.0));
         // The journey already under the new key survives; otherwise the one
         // with the best old key (a pure key change moves it unchanged).
-        let mut survivor = match self.journeys.remove(&key_str) {
+        let mut survivor = match self.take_journey(&key_str) {
             Some(j) => j,
             None => parts.remove(0).1,
         };

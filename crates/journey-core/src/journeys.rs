@@ -62,7 +62,8 @@ fn estimate(key: &str, j: &Journey) -> usize {
 pub(crate) struct Journeys {
     held: HashMap<String, Held>,
     backing: Option<Box<dyn JourneyBacking>>,
-    /// Keys removed and not put back since the last [`Journeys::persisted`].
+    /// Keys deleted in changes already taken but not yet written to the
+    /// backing (cleared by [`Journeys::persisted`]).
     gone: HashSet<String>,
     tick: u64,
     stats: CacheStats,
@@ -109,23 +110,21 @@ impl Journeys {
     }
 
     /// Takes a journey out (to change it, or for good): from memory, else
-    /// from the backing unless the key was deleted since the last commit.
-    pub(crate) fn remove(&mut self, key: &str) -> Option<Journey> {
+    /// from the backing unless the key was deleted since the last written
+    /// commit: `dirty` (changed since the last take of changes) and not held,
+    /// or deleted in a take not yet written (see [`Journeys::deleted`]).
+    pub(crate) fn remove(&mut self, key: &str, dirty: &HashSet<String>) -> Option<Journey> {
         if let Some(h) = self.held.remove(key) {
             self.stats.bytes -= h.bytes;
-            if self.backing.is_some() {
-                self.gone.insert(key.to_string());
-            }
             return Some(h.journey);
         }
         let backing = self.backing.as_mut()?;
-        if self.gone.contains(key) {
+        if dirty.contains(key) || self.gone.contains(key) {
             return None;
         }
         match backing.load(key) {
             Some(j) => {
                 self.stats.loads += 1;
-                self.gone.insert(key.to_string());
                 Some(j)
             }
             None => {
@@ -135,11 +134,16 @@ impl Journeys {
         }
     }
 
+    /// A deletion was taken as a change: until it is written, the backing
+    /// still has the journey, which must not be read back.
+    pub(crate) fn deleted(&mut self, key: &str) {
+        if self.backing.is_some() {
+            self.gone.insert(key.to_string());
+        }
+    }
+
     /// Puts a journey (back) under `key`.
     pub(crate) fn insert(&mut self, key: String, journey: Journey) {
-        if self.backing.is_some() {
-            self.gone.remove(&key);
-        }
         self.tick += 1;
         // Sizes only matter to eviction, which needs a backing.
         let bytes = if self.backing.is_some() {

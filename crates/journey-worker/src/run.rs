@@ -315,31 +315,21 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
     drop(restoring);
     info!(input = %cfg.topics.input, group = %group, mode = ?p.mode, share = topo.as_ref().map(|t| t.me), models = ?engine.models().iter().map(|m| m.name()).collect::<Vec<_>>(), "worker started");
 
-    let mut offsets: BTreeMap<Partition, i64> = BTreeMap::new();
-    let mut in_txn = false;
+    let mut txn = OpenTxn::default();
     let mut since_commit = 0usize;
     let mut last_commit = Instant::now();
     let mut last_record = Instant::now();
-    let mut pending_latency: Vec<(String, i64)> = Vec::new();
 
     let changelog = ChangelogTopic {
         topic: &cfg.topics.changelog,
         topo: topo.as_ref(),
     };
-    // Changelog records already sent in the open transaction (written to the
-    // store at its commit).
-    let mut staged: Vec<ChangelogRecord> = Vec::new();
-    let mut commit = |engine: &mut Engine,
-                      offsets: &mut BTreeMap<Partition, i64>,
-                      staged: &mut Vec<ChangelogRecord>,
-                      in_txn: &mut bool,
-                      pending: &mut Vec<(String, i64)>|
-     -> Result<()> {
+    let mut commit = |engine: &mut Engine, txn: &mut OpenTxn| -> Result<()> {
         let started = Instant::now();
         if let Some(e) = engine.backing_error() {
             anyhow::bail!("cannot read a journey from the local state: {e}");
         }
-        if eos && !*in_txn {
+        if eos && !txn.active {
             return Ok(());
         }
         let n = next_commit.get();
@@ -356,7 +346,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         }
         // Everything sent earlier in this transaction comes first, so the
         // store applies a key's writes in the order they were made.
-        let mut staged_now = std::mem::take(staged);
+        let mut staged_now = std::mem::take(&mut txn.staged);
         staged_now.append(&mut prepared.changelog);
         prepared.changelog = staged_now;
         if let Some((key, value)) = run_record.take() {
@@ -368,6 +358,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
                 partition: Some(marker.1),
             })?;
         }
+        let offsets = &mut txn.offsets;
         offsets.insert(marker.clone(), n);
         // The local write runs while Kafka commits: if the commit then fails
         // the store is ahead of the committed offsets, which the next start
@@ -384,7 +375,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
             (kafka, local.join())
         });
         kafka?;
-        *in_txn = false;
+        txn.active = false;
         local
             .map_err(|_| anyhow::anyhow!("the state writer panicked"))?
             .context("the transaction committed but the local state could not be written; a restart restores from the changelog")?;
@@ -399,13 +390,13 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         report.hold(Held::SstBytes, s.sst_bytes as i64);
         report.hold(Held::MemtableBytes, s.memtable_bytes as i64);
         report.hold(Held::BlockCacheBytes, s.block_cache_bytes as i64);
-        offsets.clear();
+        txn.offsets.clear();
         metrics.commits.inc();
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         let now = now_ms();
-        for (model, ts) in pending.drain(..) {
+        for (model, ts) in txn.latencies.drain(..) {
             metrics
                 .transition_latency
                 .with_label_values(&[&model])
@@ -420,9 +411,8 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         metrics.health.beat(share);
         if let (Some(follower), Some(t)) = (&identity_log, &topo) {
             let links = follower.poll_batch(p.max_poll_records, Duration::ZERO)?;
-            if !links.is_empty() && eos && !in_txn {
-                producer.begin()?;
-                in_txn = true;
+            if !links.is_empty() {
+                txn.begin(&producer, eos)?;
             }
             apply_links(&links, t, &codec, &mut engine, &router, &mut batch)?;
         }
@@ -462,14 +452,12 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         let started = Instant::now();
         if !records.is_empty() {
             last_record = Instant::now();
-            if eos && !in_txn {
-                producer.begin()?;
-                in_txn = true;
-            }
+            txn.begin(&producer, eos)?;
         }
         for rec in &records {
             metrics.consumed.inc();
-            offsets.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+            txn.offsets
+                .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
             positions.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
             since_commit += 1;
             let payload = rec.value.as_deref().unwrap_or_default();
@@ -528,10 +516,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
             && !p.idle_advance_after.is_zero()
             && last_record.elapsed() >= p.idle_advance_after
         {
-            if eos && !in_txn {
-                producer.begin()?;
-                in_txn = true;
-            }
+            txn.begin(&producer, eos)?;
             engine.advance_watermark(now_ms() - cfg.engine.out_of_order_ms, &mut outs);
             for o in outs.drain(..) {
                 router.output(o, None, &mut batch)?;
@@ -545,7 +530,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         }
         // The changed journeys go out now rather than all at the commit, so
         // that most of them are acknowledged by the time it comes.
-        if in_txn || !eos {
+        if txn.active || !eos {
             let mut part = Store::prepare(&engine.take_entity_changes()).changelog;
             if let Some(t) = &topo {
                 t.keep_owned(&mut part);
@@ -553,9 +538,9 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
             for r in &part {
                 producer.send(&changelog.record(r, next_commit.get()))?;
             }
-            staged.append(&mut part);
+            txn.staged.append(&mut part);
         }
-        pending_latency.append(&mut batch.latencies);
+        txn.latencies.append(&mut batch.latencies);
         producer.poll();
         let stats = engine.stats();
         report.count(Counted::Applied, stats.applied);
@@ -578,17 +563,11 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         }
         let due =
             last_commit.elapsed() >= p.commit_interval || since_commit >= p.commit_max_records;
-        if due && (in_txn || (!eos && !offsets.is_empty())) {
+        if due && (txn.active || (!eos && !txn.offsets.is_empty())) {
             // The interval runs from commit start to commit start, so a slow
             // commit does not stretch the time records wait for the next one.
             let commit_started = Instant::now();
-            if let Err(e) = commit(
-                &mut engine,
-                &mut offsets,
-                &mut staged,
-                &mut in_txn,
-                &mut pending_latency,
-            ) {
+            if let Err(e) = commit(&mut engine, &mut txn) {
                 metrics.aborts.inc();
                 if eos {
                     let _ = producer.abort_transaction(p.kafka_timeout);
@@ -605,13 +584,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
     }
     info!("stopping: committing the open transaction");
     let deadline = Instant::now() + p.shutdown_grace;
-    if let Err(e) = commit(
-        &mut engine,
-        &mut offsets,
-        &mut staged,
-        &mut in_txn,
-        &mut pending_latency,
-    ) {
+    if let Err(e) = commit(&mut engine, &mut txn) {
         warn!(error = %e, "final commit failed; aborting (uncommitted input is re-read on restart)");
         if eos {
             let _ = producer.abort_transaction(deadline.saturating_duration_since(Instant::now()));
@@ -675,6 +648,31 @@ fn resolve(
             Ok(())
         }
         Err(e) => router.dead_letter(rec, e.code(), "validate", e.to_string(), batch),
+    }
+}
+
+/// What the open transaction (or, at least once, the open commit interval)
+/// holds until its commit.
+#[derive(Default)]
+struct OpenTxn {
+    /// A Kafka transaction is open (exactly-once).
+    active: bool,
+    /// Next offsets of the records consumed in it.
+    offsets: BTreeMap<Partition, i64>,
+    /// Changelog records already sent in it (written to the store at its commit).
+    staged: Vec<ChangelogRecord>,
+    /// (model, Kafka timestamp) of the events behind its transitions.
+    latencies: Vec<(String, i64)>,
+}
+
+impl OpenTxn {
+    /// Begins a transaction if none is open (exactly-once only).
+    fn begin(&mut self, producer: &Producer, eos: bool) -> Result<()> {
+        if eos && !self.active {
+            producer.begin()?;
+            self.active = true;
+        }
+        Ok(())
     }
 }
 
