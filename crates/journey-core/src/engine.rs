@@ -150,6 +150,8 @@ pub struct Engine {
     stats: EngineStats,
     changes: Vec<(usize, Change, bool)>,
     dirty: rustc_hash::FxHashSet<String>,
+    /// Reused for the customer key of the event being processed.
+    key_buf: String,
 }
 
 /// Engine-wide state besides journeys and identities (for the state store).
@@ -200,6 +202,7 @@ impl Engine {
             stats: EngineStats::default(),
             changes: Vec::new(),
             dirty: Default::default(),
+            key_buf: String::new(),
         }
     }
 
@@ -618,6 +621,33 @@ impl Engine {
     /// Links, merges and applies an event whose identifiers are already the
     /// usable ones (see [`Engine::submit`]).
     fn process(&mut self, event: Event, out: &mut Vec<Output>) {
+        let mut key = std::mem::take(&mut self.key_buf);
+        if !self.identity.settled_key(&event.identifiers, &mut key) {
+            self.link(&event, &mut key, out);
+        }
+        let (owned_key, mut journey) = match self.journeys.remove_keyed(&key, &self.dirty) {
+            Some((owned, journey)) => (Some(owned), journey),
+            None => (None, Journey::new(&self.models)),
+        };
+        if journey.contains(event.time, &event.event_id) {
+            self.stats.duplicates += 1;
+            out.push(Output::Duplicate {
+                event_id: event.event_id,
+                customer_key: key.clone(),
+            });
+        } else {
+            self.apply(&key, &mut journey, event, out);
+            self.mark_dirty(&key);
+        }
+        let owned_key = owned_key.unwrap_or_else(|| key.clone());
+        self.journeys.insert(owned_key, journey);
+        self.key_buf = key;
+    }
+
+    /// Links the identifiers of an event (some new, or of several customers),
+    /// reports the links and refusals, merges the journeys of the customers
+    /// it joined and writes the resulting customer key into `key`.
+    fn link(&mut self, event: &Event, key: &mut String, out: &mut Vec<Output>) {
         let outcome = self.identity.link(&event.identifiers);
         for (a, b) in outcome.linked {
             self.stats.links += 1;
@@ -636,33 +666,29 @@ impl Engine {
                 rejection,
             });
         }
-        let key = outcome.key.key();
-        let trigger = || TriggerRef {
-            event_id: event.event_id.clone(),
-            channel: event.channel.clone(),
-            event_type: event.event_type.clone(),
-        };
+        key.clear();
+        key.push_str(&outcome.key.kind);
+        key.push(':');
+        key.push_str(&outcome.key.value);
         if !outcome.absorbed.is_empty() {
+            let trigger = TriggerRef {
+                event_id: event.event_id.clone(),
+                channel: event.channel.clone(),
+                event_type: event.event_type.clone(),
+            };
             self.merge(
                 &outcome.key,
                 &outcome.absorbed,
                 (event.time, &event.event_id),
-                &trigger(),
+                &trigger,
                 out,
             );
         }
-        let mut journey = self
-            .take_journey(&key)
-            .unwrap_or_else(|| Journey::new(&self.models));
-        if journey.contains(event.time, &event.event_id) {
-            self.stats.duplicates += 1;
-            out.push(Output::Duplicate {
-                event_id: event.event_id,
-                customer_key: key.clone(),
-            });
-            self.journeys.insert(key, journey);
-            return;
-        }
+    }
+
+    /// Applies a new touchpoint to its customer's journey: in order, or by a
+    /// replay when it sorts before the journey's latest.
+    fn apply(&mut self, key: &str, journey: &mut Journey, event: Event, out: &mut Vec<Output>) {
         self.stats.applied += 1;
         let tp = event.into_touchpoint();
         if journey.is_in_order(&tp) {
@@ -672,7 +698,7 @@ impl Engine {
             // the watermark fires them before the touchpoint arrives.
             journey.fire_timers(&self.models, tp.time - 1, &mut changes);
             for (model, change, _) in changes.drain(..) {
-                self.emit(&key, &mut journey, model, change, Cause::Timer, None, out);
+                self.emit(key, journey, model, change, Cause::Timer, None, out);
             }
             journey.apply_in_order(&self.models, tp, &mut changes);
             if !changes.is_empty() {
@@ -683,7 +709,7 @@ impl Engine {
                     } else {
                         (Cause::Touchpoint, Some(&trig))
                     };
-                    self.emit(&key, &mut journey, model, change, cause, trig, out);
+                    self.emit(key, journey, model, change, cause, trig, out);
                 }
             }
             self.changes = changes;
@@ -694,15 +720,21 @@ impl Engine {
                 .partition_point(|t| t.order_key() < tp.order_key());
             journey.touchpoints.insert(at, tp);
             let trig = trigger_of(&journey.touchpoints[at]);
-            self.recompute(&key, &mut journey, Cause::LateEvent, &trig, out);
+            self.recompute(key, journey, Cause::LateEvent, &trig, out);
         }
         let min_time = self
             .watermark
             .saturating_sub(self.config.max_touchpoint_age_ms);
         journey.trim(&self.models, self.config.max_touchpoints, min_time);
-        self.schedule(&key, &mut journey);
-        self.dirty.insert(key.clone());
-        self.journeys.insert(key, journey);
+        self.schedule(key, journey);
+    }
+
+    /// Marks a journey changed since the last take of changes (allocating
+    /// its key only the first time).
+    fn mark_dirty(&mut self, key: &str) {
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.to_owned());
+        }
     }
 
     /// Replays a journey and emits one transition per model whose stage differs
@@ -742,22 +774,26 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let key_str = key.key();
-        let mut parts: Vec<(Identifier, Journey)> = absorbed
+        let mut parts: Vec<(&Identifier, String, Journey)> = absorbed
             .iter()
-            .filter_map(|a| self.take_journey(&a.key()).map(|j| (a.clone(), j)))
+            .filter_map(|a| {
+                let absorbed_key = a.key();
+                let j = self.take_journey(&absorbed_key)?;
+                Some((a, absorbed_key, j))
+            })
             .collect();
         if parts.is_empty() {
             return;
         }
         let identifiers = self.identity.members_of(key);
-        for (absorbed_id, _) in &parts {
-            self.dirty.insert(absorbed_id.key());
+        for (_, absorbed_key, _) in &parts {
+            self.mark_dirty(absorbed_key);
         }
-        for (absorbed_id, j) in &parts {
+        for (_, absorbed_key, j) in &parts {
             self.stats.merges += 1;
             out.push(Output::Merge(ProfileMerge {
                 surviving_key: key_str.clone(),
-                absorbed_key: absorbed_id.key(),
+                absorbed_key: absorbed_key.clone(),
                 identifiers: identifiers.clone(),
                 time,
                 trigger_event_id: event_id.to_string(),
@@ -765,15 +801,15 @@ impl Engine {
             }));
         }
         let priority = self.identity.priority();
-        parts.sort_by(|a, b| priority.compare(&a.0, &b.0));
+        parts.sort_by(|a, b| priority.compare(a.0, b.0));
         // The journey already under the new key survives; otherwise the one
         // with the best old key (a pure key change moves it unchanged).
         let mut survivor = match self.take_journey(&key_str) {
             Some(j) => j,
-            None => parts.remove(0).1,
+            None => parts.remove(0).2,
         };
         let moved_only = parts.is_empty();
-        for (_, other) in parts {
+        for (_, _, other) in parts {
             absorb(&mut survivor, other);
         }
         if !moved_only {
@@ -781,7 +817,7 @@ impl Engine {
         }
         survivor.next_due = None;
         self.schedule(&key_str, &mut survivor);
-        self.dirty.insert(key_str.clone());
+        self.mark_dirty(&key_str);
         self.journeys.insert(key_str, survivor);
     }
 
@@ -802,9 +838,7 @@ impl Engine {
         emitted.stage = Some(change.to);
         emitted.at = change.at;
         self.stats.transitions += 1;
-        let identifiers = Identifier::from_key(key)
-            .map(|id| self.identity.members_of(&id))
-            .unwrap_or_default();
+        let identifiers = self.identity.members_of_key(key);
         out.push(Output::Transition(Transition {
             customer_key: key.to_string(),
             identifiers,

@@ -119,10 +119,15 @@ impl Priority {
 
     /// `Less` means `a` has the higher priority (it would be the key).
     pub fn compare(&self, a: &Identifier, b: &Identifier) -> Ordering {
-        self.rank(&a.kind)
-            .cmp(&self.rank(&b.kind))
-            .then_with(|| a.kind.cmp(&b.kind))
-            .then_with(|| a.value.cmp(&b.value))
+        self.compare_parts((&a.kind, &a.value), (&b.kind, &b.value))
+    }
+
+    /// [`Priority::compare`] on `(type, value)` pairs.
+    pub fn compare_parts(&self, (ka, va): (&str, &str), (kb, vb): (&str, &str)) -> Ordering {
+        self.rank(ka)
+            .cmp(&self.rank(kb))
+            .then_with(|| ka.cmp(kb))
+            .then_with(|| va.cmp(vb))
     }
 }
 

@@ -1,12 +1,12 @@
 //! The identity graph: union-find over identifiers with a deterministic key and guards.
 
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 
 use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::nodes::Nodes;
 use crate::{Identifier, Priority};
 
 /// Identity guards: links that would break one are not applied.
@@ -24,6 +24,7 @@ pub struct Guards {
 }
 
 const DEFAULT_BLOCKED: [&str; 7] = ["", "null", "undefined", "anonymous", "0", "-1", "unknown"];
+const LONGEST_DEFAULT_BLOCKED: usize = 9;
 
 impl Default for Guards {
     fn default() -> Self {
@@ -39,6 +40,10 @@ impl Guards {
     /// Whether a (normalised) value is blocked.
     pub fn is_blocked(&self, value: &str) -> bool {
         let v = value.trim();
+        if self.blocked_values.is_empty() && v.len() > LONGEST_DEFAULT_BLOCKED {
+            // Most values: longer than every blocked one.
+            return false;
+        }
         DEFAULT_BLOCKED.iter().any(|b| v.eq_ignore_ascii_case(b))
             || self
                 .blocked_values
@@ -101,58 +106,13 @@ struct Component {
     members: Vec<u32>,
 }
 
-/// Identifier → node number, without a second copy of each identifier: the
-/// table holds node numbers, hashed and compared through the node table
-/// (`ids`), which halves the graph's memory per identifier.
-#[derive(Clone, Default)]
-struct Index {
-    table: hashbrown::HashTable<u32>,
-    hasher: rustc_hash::FxBuildHasher,
-}
-
-impl std::fmt::Debug for Index {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Index({} identifiers)", self.table.len())
-    }
-}
-
-impl Index {
-    fn get(&self, ids: &[Identifier], id: &Identifier) -> Option<u32> {
-        self.table
-            .find(self.hasher.hash_one(id), |&n| &ids[n as usize] == id)
-            .copied()
-    }
-
-    /// Indexes node `n` (its identifier is `ids[n]`).
-    fn insert(&mut self, ids: &[Identifier], n: u32) {
-        let hasher = &self.hasher;
-        self.table
-            .insert_unique(hasher.hash_one(&ids[n as usize]), n, |&m| {
-                hasher.hash_one(&ids[m as usize])
-            });
-    }
-
-    /// Unindexes node `n` (call before its slot in `ids` changes).
-    fn remove(&mut self, ids: &[Identifier], n: u32) {
-        let hash = self.hasher.hash_one(&ids[n as usize]);
-        if let Ok(entry) = self.table.find_entry(hash, |&m| m == n) {
-            entry.remove();
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.table.len()
-    }
-}
-
 /// Union-find over identifiers. Every set's key is its highest-priority member,
 /// so the key does not depend on the order in which links arrived.
 #[derive(Debug, Clone)]
 pub struct IdentityGraph {
     priority: Priority,
     guards: Guards,
-    index: Index,
-    ids: Vec<Identifier>,
+    nodes: Nodes,
     parent: Vec<u32>,
     components: HashMap<u32, Component>,
     /// Identifiers whose customer key changed since the last `take_dirty`.
@@ -167,8 +127,7 @@ impl IdentityGraph {
         IdentityGraph {
             priority,
             guards,
-            index: Index::default(),
-            ids: Vec::new(),
+            nodes: Nodes::default(),
             parent: Vec::new(),
             components: HashMap::default(),
             dirty: Vec::new(),
@@ -207,14 +166,11 @@ impl IdentityGraph {
         let forgotten = std::mem::take(&mut self.forgotten);
         let live: Vec<(Identifier, Option<Identifier>)> = nodes
             .into_iter()
-            .filter(|&n| self.index.get(&self.ids, &self.ids[n as usize]) == Some(n))
+            .filter(|&n| self.nodes.is_live(n))
             .map(|n| {
                 let root = self.find_readonly(n);
                 let key = self.components[&root].key;
-                (
-                    self.ids[n as usize].clone(),
-                    Some(self.ids[key as usize].clone()),
-                )
+                (self.nodes.identifier(n), Some(self.nodes.identifier(key)))
             })
             .collect();
         forgotten
@@ -229,17 +185,15 @@ impl IdentityGraph {
     /// Returns them, sorted. Their slots stay allocated, empty, until the
     /// graph is rebuilt from storage.
     pub fn forget(&mut self, id: &Identifier) -> Vec<Identifier> {
-        let Some(n) = self.index.get(&self.ids, id) else {
+        let Some(n) = self.nodes.find(id) else {
             return Vec::new();
         };
         let root = self.find(n);
         let component = self.components.remove(&root).expect("root has a component");
         let mut out = Vec::with_capacity(component.members.len());
         for m in component.members {
-            self.index.remove(&self.ids, m);
-            let gone = std::mem::take(&mut self.ids[m as usize]);
+            out.push(self.nodes.forget(m));
             self.parent[m as usize] = m;
-            out.push(gone);
         }
         out.sort();
         self.forgotten.extend(out.iter().cloned());
@@ -253,7 +207,7 @@ impl IdentityGraph {
 
     /// Number of identifiers known.
     pub fn identifier_count(&self) -> usize {
-        self.index.len()
+        self.nodes.len()
     }
 
     /// Number of customers (connected sets).
@@ -283,9 +237,9 @@ impl IdentityGraph {
 
     /// The customer key of an identifier, if it is known.
     pub fn key_of(&self, id: &Identifier) -> Option<String> {
-        let n = self.index.get(&self.ids, id)?;
+        let n = self.nodes.find(id)?;
         let root = self.find_readonly(n);
-        Some(self.ids[self.components[&root].key as usize].key())
+        Some(self.nodes.key(self.components[&root].key))
     }
 
     /// The key identifier a set of identifiers would have if they were linked
@@ -293,10 +247,10 @@ impl IdentityGraph {
     /// current keys. None for an empty list.
     pub fn resolve(&self, ids: &[Identifier]) -> Option<Identifier> {
         ids.iter()
-            .map(|id| match self.index.get(&self.ids, id) {
+            .map(|id| match self.nodes.find(id) {
                 Some(n) => {
                     let root = self.find_readonly(n);
-                    self.ids[self.components[&root].key as usize].clone()
+                    self.nodes.identifier(self.components[&root].key)
                 }
                 None => id.clone(),
             })
@@ -305,17 +259,52 @@ impl IdentityGraph {
 
     /// All identifiers of the customer an identifier belongs to, sorted.
     pub fn members_of(&self, id: &Identifier) -> Vec<Identifier> {
-        let Some(n) = self.index.get(&self.ids, id) else {
-            return Vec::new();
-        };
+        self.nodes
+            .find(id)
+            .map(|n| self.members_of_node(n))
+            .unwrap_or_default()
+    }
+
+    /// [`IdentityGraph::members_of`] the identifier written as a customer key
+    /// (`type:value`), without building it.
+    pub(crate) fn members_of_key(&self, key: &str) -> Vec<Identifier> {
+        key.split_once(':')
+            .and_then(|(kind, value)| self.nodes.find_parts(kind, value))
+            .map(|n| self.members_of_node(n))
+            .unwrap_or_default()
+    }
+
+    fn members_of_node(&self, n: u32) -> Vec<Identifier> {
         let root = self.find_readonly(n);
         let mut out: Vec<Identifier> = self.components[&root]
             .members
             .iter()
-            .map(|&m| self.ids[m as usize].clone())
+            .map(|&m| self.nodes.identifier(m))
             .collect();
-        out.sort();
+        out.sort_unstable();
         out
+    }
+
+    /// The key of the customer all of `ids` already belong to, written
+    /// `type:value` into `buf` (cleared first), if they are all known and in
+    /// one set: linking them would change nothing. Allocates nothing (the
+    /// hot path of the engine: most events carry identifiers seen before).
+    pub(crate) fn settled_key(&mut self, ids: &[Identifier], buf: &mut String) -> bool {
+        let Some((first, rest)) = ids.split_first() else {
+            return false;
+        };
+        let Some(n) = self.nodes.find(first) else {
+            return false;
+        };
+        let root = self.find(n);
+        for other in rest {
+            match self.nodes.find(other) {
+                Some(m) if self.find(m) == root => {}
+                _ => return false,
+            }
+        }
+        self.nodes.write_key(self.components[&root].key, buf);
+        true
     }
 
     /// Splits identifiers into usable (normalised, deduplicated, highest priority
@@ -327,22 +316,26 @@ impl IdentityGraph {
     /// [`IdentityGraph::usable`] on an owned list, normalising in place.
     pub fn usable_owned(&self, mut ids: Vec<Identifier>) -> (Vec<Identifier>, Vec<Identifier>) {
         ids.iter_mut().for_each(Identifier::normalize);
-        let (mut ok, blocked): (Vec<Identifier>, Vec<Identifier>) = ids
-            .into_iter()
-            .partition(|i| !i.kind.is_empty() && !self.guards.is_blocked(&i.value));
+        let usable = |i: &Identifier| !i.kind.is_empty() && !self.guards.is_blocked(&i.value);
+        if ids.iter().all(usable) {
+            // The common case, without a second list.
+            ids.sort_by(|a, b| self.priority.compare(a, b));
+            ids.dedup();
+            return (ids, Vec::new());
+        }
+        let (mut ok, blocked): (Vec<Identifier>, Vec<Identifier>) =
+            ids.into_iter().partition(|i| usable(i));
         ok.sort_by(|a, b| self.priority.compare(a, b));
         ok.dedup();
         (ok, blocked)
     }
 
     fn intern(&mut self, id: &Identifier) -> (u32, bool) {
-        if let Some(n) = self.index.get(&self.ids, id) {
+        if let Some(n) = self.nodes.find(id) {
             return (n, false);
         }
-        let n = self.ids.len() as u32;
-        self.ids.push(id.clone());
+        let n = self.nodes.push(id);
         self.parent.push(n);
-        self.index.insert(&self.ids, n);
         self.components.insert(
             n,
             Component {
@@ -359,11 +352,14 @@ impl IdentityGraph {
             return Some(RejectReason::MaxIdentifiers);
         }
         for (kind, &max) in &self.guards.max_per_type {
+            let Some(kind) = self.nodes.kind_id(kind) else {
+                continue;
+            };
             let count = a
                 .members
                 .iter()
                 .chain(&b.members)
-                .filter(|&&m| &self.ids[m as usize].kind == kind)
+                .filter(|&&m| self.nodes.kind_of(m) == kind)
                 .count();
             if count > max {
                 return Some(RejectReason::MaxPerType);
@@ -378,11 +374,11 @@ impl IdentityGraph {
     /// Panics if `ids` is empty.
     pub fn link(&mut self, ids: &[Identifier]) -> LinkOutcome {
         if let [only] = ids
-            && let Some(n) = self.index.get(&self.ids, only)
+            && let Some(n) = self.nodes.find(only)
         {
             let root = self.find(n);
             return LinkOutcome {
-                key: self.ids[self.components[&root].key as usize].clone(),
+                key: self.nodes.identifier(self.components[&root].key),
                 absorbed: Vec::new(),
                 linked: Vec::new(),
                 rejected: Vec::new(),
@@ -392,7 +388,7 @@ impl IdentityGraph {
         let mut rejected = Vec::new();
         let (anchor, _) = self.intern(&ids[0]);
         let mut root = self.find(anchor);
-        let mut old_keys = vec![self.ids[self.components[&root].key as usize].clone()];
+        let mut old_keys = vec![self.nodes.identifier(self.components[&root].key)];
         for other in &ids[1..] {
             let (n, fresh) = self.intern(other);
             let other_root = self.find(n);
@@ -413,12 +409,12 @@ impl IdentityGraph {
                 continue;
             }
             if !fresh {
-                old_keys.push(self.ids[b.key as usize].clone());
+                old_keys.push(self.nodes.identifier(b.key));
             }
             linked.push((ids[0].clone(), other.clone()));
             root = self.union(root, other_root);
         }
-        let key = self.ids[self.components[&root].key as usize].clone();
+        let key = self.nodes.identifier(self.components[&root].key);
         old_keys.retain(|k| *k != key);
         LinkOutcome {
             key,
@@ -429,10 +425,9 @@ impl IdentityGraph {
     }
 
     fn forget_last(&mut self, id: &Identifier) {
-        let n = self.ids.len() as u32 - 1;
-        debug_assert_eq!(&self.ids[n as usize], id);
-        self.index.remove(&self.ids, n);
-        self.ids.pop();
+        let n = self.nodes.slots() as u32 - 1;
+        debug_assert_eq!(&self.nodes.identifier(n), id);
+        self.nodes.pop();
         self.parent.pop();
         self.dirty.retain(|&d| d != n);
         self.components.remove(&n);
@@ -447,11 +442,7 @@ impl IdentityGraph {
             (cb, ca, b, a)
         };
         self.parent[small_root as usize] = big_root;
-        if self
-            .priority
-            .compare(&self.ids[small.key as usize], &self.ids[big.key as usize])
-            == std::cmp::Ordering::Less
-        {
+        if self.nodes.compare(&self.priority, small.key, big.key) == std::cmp::Ordering::Less {
             big.key = small.key;
             self.dirty.extend_from_slice(&big.members);
         } else {
@@ -504,6 +495,14 @@ mod tests {
         let out = link(&mut g, &[id("anonymous_id", "a"), id("device_id", "d")]);
         assert_eq!(out.key, id("device_id", "d"));
         assert_eq!(out.absorbed, vec![id("anonymous_id", "a")]);
+    }
+
+    #[test]
+    fn longest_default_blocked_value_is_the_one_the_fast_path_assumes() {
+        let longest = DEFAULT_BLOCKED.iter().map(|b| b.len()).max();
+        assert_eq!(longest, Some(LONGEST_DEFAULT_BLOCKED));
+        assert!(Guards::default().is_blocked(" Undefined "));
+        assert!(!Guards::default().is_blocked("undefined-but-longer"));
     }
 
     #[test]

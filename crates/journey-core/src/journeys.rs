@@ -114,9 +114,19 @@ impl Journeys {
     /// commit: `dirty` (changed since the last take of changes) and not held,
     /// or deleted in a take not yet written (see [`Journeys::deleted`]).
     pub(crate) fn remove(&mut self, key: &str, dirty: &HashSet<String>) -> Option<Journey> {
-        if let Some(h) = self.held.remove(key) {
+        self.remove_keyed(key, dirty).map(|(_, j)| j)
+    }
+
+    /// [`Journeys::remove`], with the key as an owned string to put the
+    /// journey back under (the map's own when it was held: no allocation).
+    pub(crate) fn remove_keyed(
+        &mut self,
+        key: &str,
+        dirty: &HashSet<String>,
+    ) -> Option<(String, Journey)> {
+        if let Some((owned, h)) = self.held.remove_entry(key) {
             self.stats.bytes -= h.bytes;
-            return Some(h.journey);
+            return Some((owned, h.journey));
         }
         let backing = self.backing.as_mut()?;
         if dirty.contains(key) || self.gone.contains(key) {
@@ -125,7 +135,7 @@ impl Journeys {
         match backing.load(key) {
             Some(j) => {
                 self.stats.loads += 1;
-                Some(j)
+                Some((key.to_owned(), j))
             }
             None => {
                 self.stats.absent += 1;

@@ -16,6 +16,7 @@ mod identity;
 mod journey;
 mod journeys;
 mod model;
+mod nodes;
 mod transition;
 
 pub use engine::{Engine, EngineConfig, EngineMeta, EngineStats, Output, StateChanges, Submitted};

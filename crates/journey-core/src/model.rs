@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 
 use crate::{Millis, ModelError, Touchpoint};
@@ -130,8 +131,7 @@ impl Predicate {
 #[derive(Debug, Clone, PartialEq)]
 struct Rule {
     name: String,
-    event_types: HashSet<String>,
-    channels: HashSet<String>,
+    channels: FxHashSet<String>,
     predicates: Vec<Predicate>,
     /// `None`: any stage; otherwise the allowed current stages (`None` inside = no stage).
     from: Option<Vec<Option<StageId>>>,
@@ -139,6 +139,54 @@ struct Rule {
     min_count: Option<u32>,
     max_count: Option<u32>,
     to: StageId,
+}
+
+/// What evaluating a touchpoint of one event type needs: the rules that may
+/// match it (in rule order) and the count slots it increments.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TypeDispatch {
+    rules: Vec<usize>,
+    count_slots: Vec<usize>,
+}
+
+/// Event type → [`TypeDispatch`], built once when the model is compiled, so
+/// that a touchpoint costs one hash lookup per model rather than one per rule.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Dispatch {
+    by_type: FxHashMap<String, TypeDispatch>,
+    /// Types no rule or count names: only rules without `event-types` apply.
+    other: TypeDispatch,
+}
+
+impl Dispatch {
+    fn build(rule_types: &[Vec<String>], count_types: &[HashSet<String>]) -> Self {
+        let mut named: Vec<&String> = rule_types.iter().flatten().collect();
+        named.extend(count_types.iter().flatten());
+        named.sort_unstable();
+        named.dedup();
+        let for_type = |ty: Option<&str>| TypeDispatch {
+            rules: (0..rule_types.len())
+                .filter(|&i| {
+                    rule_types[i].is_empty()
+                        || ty.is_some_and(|t| rule_types[i].iter().any(|x| x == t))
+                })
+                .collect(),
+            count_slots: (0..count_types.len())
+                .filter(|&i| ty.is_some_and(|t| count_types[i].contains(t)))
+                .collect(),
+        };
+        Dispatch {
+            by_type: named
+                .into_iter()
+                .map(|t| (t.clone(), for_type(Some(t))))
+                .collect(),
+            other: for_type(None),
+        }
+    }
+
+    fn get(&self, event_type: &str) -> &TypeDispatch {
+        self.by_type.get(event_type).unwrap_or(&self.other)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +206,7 @@ pub struct StageModel {
     stages: Vec<String>,
     rules: Vec<Rule>,
     count_types: Vec<HashSet<String>>,
+    dispatch: Dispatch,
     timers: Vec<Timer>,
 }
 
@@ -263,6 +312,7 @@ impl StageModel {
                 })
         };
         let mut rules = Vec::new();
+        let mut rule_types: Vec<Vec<String>> = Vec::new();
         let mut count_types: Vec<HashSet<String>> = Vec::new();
         for r in &file.rules {
             let loc = format!("rule {:?}", r.name);
@@ -320,9 +370,9 @@ impl StageModel {
                         count_types.len() - 1
                     })
             });
+            rule_types.push(r.event_types.clone());
             rules.push(Rule {
                 name: r.name.clone(),
-                event_types: r.event_types.iter().cloned().collect(),
                 channels: r.channels.iter().cloned().collect(),
                 predicates,
                 from,
@@ -353,12 +403,14 @@ impl StageModel {
             }
             timers.push(Timer { after, from, to });
         }
+        let dispatch = Dispatch::build(&rule_types, &count_types);
         Ok(StageModel {
             name: file.name,
             description: file.description,
             stages: file.stages,
             rules,
             count_types,
+            dispatch,
             timers,
         })
     }
@@ -400,15 +452,15 @@ impl StageModel {
 
     /// Applies one touchpoint; returns the stage change it causes, if any.
     pub(crate) fn step(&self, state: &mut ModelState, tp: &Touchpoint) -> Option<Change> {
-        for (slot, types) in self.count_types.iter().enumerate() {
-            if types.contains(&tp.event_type) {
-                state.counts[slot] += 1;
-            }
+        let dispatch = self.dispatch.get(&tp.event_type);
+        for &slot in &dispatch.count_slots {
+            state.counts[slot] += 1;
         }
-        let rule = self
+        let rule = dispatch
             .rules
             .iter()
-            .find(|r| self.rule_applies(r, state, tp))?;
+            .map(|&i| &self.rules[i])
+            .find(|r| Self::rule_applies(r, state, tp))?;
         if state.stage == Some(rule.to) {
             return None;
         }
@@ -423,9 +475,10 @@ impl StageModel {
         Some(change)
     }
 
-    fn rule_applies(&self, r: &Rule, state: &ModelState, tp: &Touchpoint) -> bool {
-        (r.event_types.is_empty() || r.event_types.contains(&tp.event_type))
-            && (r.channels.is_empty() || r.channels.contains(&tp.channel))
+    /// Whether a rule whose event types admit the touchpoint (see
+    /// [`Dispatch`]) applies to it in this state.
+    fn rule_applies(r: &Rule, state: &ModelState, tp: &Touchpoint) -> bool {
+        (r.channels.is_empty() || r.channels.contains(&tp.channel))
             && r.from.as_ref().is_none_or(|f| f.contains(&state.stage))
             && r.count_slot.is_none_or(|slot| {
                 let n = state.counts[slot];

@@ -9,6 +9,11 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use journey_core::{Engine, EngineConfig, Event, StageModel};
 use journey_loadgen::{Generator, Record, Settings};
 
+/// The worker's allocator (see `journey-worker`): the engine is measured as
+/// it runs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn events(settings: Settings, n: usize) -> Vec<Event> {
     Generator::new(settings)
         .filter_map(|r| match r {

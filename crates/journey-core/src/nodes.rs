@@ -1,0 +1,201 @@
+//! The identity graph's node table: every known identifier once, compact,
+//! with an index from identifier to node number.
+//!
+//! Types are few and values many, so a node holds its type as a number into
+//! a small table of type names and its value as one heap string: 24 bytes
+//! plus the value, where an [`Identifier`] takes 48 bytes plus two heap
+//! strings. The index holds node numbers only, hashed and compared through
+//! the table, so no identifier is stored twice.
+
+use std::cmp::Ordering;
+use std::hash::BuildHasher;
+
+use crate::{Identifier, Priority};
+
+/// A type number that names no type: the slot of a forgotten identifier.
+const NO_KIND: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+struct Node {
+    kind: u32,
+    value: Box<str>,
+}
+
+/// Identifiers by node number (see the module documentation).
+#[derive(Clone, Default)]
+pub(crate) struct Nodes {
+    kinds: Vec<String>,
+    nodes: Vec<Node>,
+    index: hashbrown::HashTable<u32>,
+    hasher: rustc_hash::FxBuildHasher,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Nodes({} identifiers of {} types)",
+            self.index.len(),
+            self.kinds.len()
+        )
+    }
+}
+
+impl Nodes {
+    fn hash(&self, kind: u32, value: &str) -> u64 {
+        self.hasher.hash_one((kind, value))
+    }
+
+    /// The number of a type name, if any identifier of that type was seen.
+    pub(crate) fn kind_id(&self, kind: &str) -> Option<u32> {
+        self.kinds.iter().position(|k| k == kind).map(|i| i as u32)
+    }
+
+    /// The node of an identifier, if known.
+    pub(crate) fn find(&self, id: &Identifier) -> Option<u32> {
+        self.find_parts(&id.kind, &id.value)
+    }
+
+    /// The node of the identifier `kind:value`, if known.
+    pub(crate) fn find_parts(&self, kind: &str, value: &str) -> Option<u32> {
+        let kind = self.kind_id(kind)?;
+        let nodes = &self.nodes;
+        self.index
+            .find(self.hash(kind, value), |&n| {
+                let node = &nodes[n as usize];
+                node.kind == kind && &*node.value == value
+            })
+            .copied()
+    }
+
+    /// Adds an identifier not known yet as a new node, indexed; returns its number.
+    pub(crate) fn push(&mut self, id: &Identifier) -> u32 {
+        debug_assert!(self.find(id).is_none(), "{id} is already known");
+        let kind = match self.kind_id(&id.kind) {
+            Some(k) => k,
+            None => {
+                self.kinds.push(id.kind.clone());
+                (self.kinds.len() - 1) as u32
+            }
+        };
+        let n = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            kind,
+            value: id.value.as_str().into(),
+        });
+        let (hasher, nodes) = (&self.hasher, &self.nodes);
+        let rehash = |&m: &u32| {
+            let node = &nodes[m as usize];
+            hasher.hash_one((node.kind, &*node.value))
+        };
+        self.index.insert_unique(rehash(&n), n, rehash);
+        n
+    }
+
+    /// Removes the last node added (an identifier that could not join).
+    pub(crate) fn pop(&mut self) {
+        let n = self.nodes.len() as u32 - 1;
+        self.unindex(n);
+        self.nodes.pop();
+    }
+
+    /// Forgets node `n`: it is no longer indexed and its slot stays empty.
+    /// Returns the identifier it was.
+    pub(crate) fn forget(&mut self, n: u32) -> Identifier {
+        let id = self.identifier(n);
+        self.unindex(n);
+        self.nodes[n as usize] = Node {
+            kind: NO_KIND,
+            value: Box::default(),
+        };
+        id
+    }
+
+    fn unindex(&mut self, n: u32) {
+        let node = &self.nodes[n as usize];
+        let hash = self.hash(node.kind, &node.value);
+        if let Ok(entry) = self.index.find_entry(hash, |&m| m == n) {
+            entry.remove();
+        }
+    }
+
+    /// Whether node `n` holds a live identifier (not forgotten).
+    pub(crate) fn is_live(&self, n: u32) -> bool {
+        self.nodes[n as usize].kind != NO_KIND
+    }
+
+    /// Number of node slots (live or forgotten): the next node's number.
+    pub(crate) fn slots(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Number of identifiers known.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The type name of node `n`.
+    pub(crate) fn kind(&self, n: u32) -> &str {
+        &self.kinds[self.nodes[n as usize].kind as usize]
+    }
+
+    /// The type number of node `n`.
+    pub(crate) fn kind_of(&self, n: u32) -> u32 {
+        self.nodes[n as usize].kind
+    }
+
+    /// The value of node `n`.
+    pub(crate) fn value(&self, n: u32) -> &str {
+        &self.nodes[n as usize].value
+    }
+
+    /// The identifier of node `n`.
+    pub(crate) fn identifier(&self, n: u32) -> Identifier {
+        Identifier {
+            kind: self.kind(n).to_owned(),
+            value: self.value(n).to_owned(),
+        }
+    }
+
+    /// Writes node `n` as a customer key, `type:value`, into `buf` (cleared first).
+    pub(crate) fn write_key(&self, n: u32, buf: &mut String) {
+        buf.clear();
+        buf.push_str(self.kind(n));
+        buf.push(':');
+        buf.push_str(self.value(n));
+    }
+
+    /// Node `n` as a customer key, `type:value`.
+    pub(crate) fn key(&self, n: u32) -> String {
+        let mut key = String::new();
+        self.write_key(n, &mut key);
+        key
+    }
+
+    /// `Less` when node `a` has the higher priority (see [`Priority::compare`]).
+    pub(crate) fn compare(&self, priority: &Priority, a: u32, b: u32) -> Ordering {
+        priority.compare_parts((self.kind(a), self.value(a)), (self.kind(b), self.value(b)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_what_it_holds_and_forgets() {
+        let mut nodes = Nodes::default();
+        let a = nodes.push(&Identifier::new("email", "a@x"));
+        let b = nodes.push(&Identifier::new("anonymous_id", "a@x"));
+        assert_eq!(nodes.find(&Identifier::new("email", "a@x")), Some(a));
+        assert_eq!(nodes.find_parts("anonymous_id", "a@x"), Some(b));
+        assert_eq!(nodes.find_parts("phone", "a@x"), None, "unknown type");
+        assert_eq!(nodes.key(b), "anonymous_id:a@x");
+        assert_eq!(nodes.forget(a), Identifier::new("email", "a@x"));
+        assert_eq!(nodes.find(&Identifier::new("email", "a@x")), None);
+        assert!(!nodes.is_live(a) && nodes.is_live(b));
+        assert_eq!((nodes.len(), nodes.slots()), (1, 2));
+        nodes.pop();
+        assert_eq!((nodes.len(), nodes.slots()), (0, 1));
+    }
+}
