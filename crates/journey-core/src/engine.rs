@@ -224,7 +224,7 @@ impl Engine {
             if let Some(due) = j.next_due {
                 e.timers.insert((due, key.clone()));
             }
-            e.journeys.insert(key, j);
+            e.journeys.insert(key, Box::new(j));
         }
         e.watermark = meta.watermark;
         e.max_time = meta.max_time;
@@ -274,7 +274,7 @@ impl Engine {
         let journeys = keys
             .into_iter()
             .map(|k| {
-                let j = self.journeys.get(&k).cloned();
+                let j = self.journeys.unmark(&k).cloned();
                 if j.is_none() {
                     self.journeys.deleted(&k);
                 }
@@ -289,7 +289,7 @@ impl Engine {
     }
 
     /// Takes a journey out of the engine's journeys (see `Journeys::remove`).
-    fn take_journey(&mut self, key: &str) -> Option<Journey> {
+    fn take_journey(&mut self, key: &str) -> Option<Box<Journey>> {
         self.journeys.remove(key, &self.dirty)
     }
 
@@ -398,19 +398,23 @@ impl Engine {
             return Ok(Submitted::Applied);
         }
         let slot = (event.time, event.event_id.clone());
-        if self.pending.contains_key(&slot) {
-            self.stats.duplicates += 1;
-            let customer_key = self
-                .identity
-                .key_of(&event.identifiers[0])
-                .unwrap_or_else(|| event.identifiers[0].key());
-            out.push(Output::Duplicate {
-                event_id: event.event_id,
-                customer_key,
-            });
-            return Ok(Submitted::Duplicate);
+        match self.pending.entry(slot) {
+            std::collections::btree_map::Entry::Vacant(held) => {
+                held.insert(event);
+            }
+            std::collections::btree_map::Entry::Occupied(_) => {
+                self.stats.duplicates += 1;
+                let customer_key = self
+                    .identity
+                    .key_of(&event.identifiers[0])
+                    .unwrap_or_else(|| event.identifiers[0].key());
+                out.push(Output::Duplicate {
+                    event_id: event.event_id,
+                    customer_key,
+                });
+                return Ok(Submitted::Duplicate);
+            }
         }
-        self.pending.insert(slot, event);
         self.advance_watermark(target, out);
         Ok(Submitted::Buffered)
     }
@@ -578,7 +582,7 @@ impl Engine {
     pub fn export(&mut self, key: &str) -> Option<Journey> {
         let journey = self.take_journey(key)?;
         self.dirty.insert(key.to_string());
-        Some(journey)
+        Some(*journey)
     }
 
     /// Merges a journey forwarded by another worker. `from` is the key it was
@@ -601,7 +605,7 @@ impl Engine {
                 absorb(&mut local, journey);
                 (local, true)
             }
-            None => (journey, false),
+            None => (Box::new(journey), false),
         };
         let last = journey.touchpoints.last().map(|t| (t.time, trigger_of(t)));
         if let (true, Some((_, trigger))) = (combined, &last) {
@@ -625,10 +629,11 @@ impl Engine {
         if !self.identity.settled_key(&event.identifiers, &mut key) {
             self.link(&event, &mut key, out);
         }
-        let (owned_key, mut journey) = match self.journeys.remove_keyed(&key, &self.dirty) {
-            Some((owned, journey)) => (Some(owned), journey),
-            None => (None, Journey::new(&self.models)),
-        };
+        let (owned_key, mut journey, mut marked) =
+            match self.journeys.remove_keyed(&key, &self.dirty) {
+                Some((owned, journey, marked)) => (Some(owned), journey, marked),
+                None => (None, Box::new(Journey::new(&self.models)), false),
+            };
         if journey.contains(event.time, &event.event_id) {
             self.stats.duplicates += 1;
             out.push(Output::Duplicate {
@@ -637,10 +642,13 @@ impl Engine {
             });
         } else {
             self.apply(&key, &mut journey, event, out);
-            self.mark_dirty(&key);
+            if !marked {
+                self.mark_dirty(&key);
+                marked = true;
+            }
         }
         let owned_key = owned_key.unwrap_or_else(|| key.clone());
-        self.journeys.insert(owned_key, journey);
+        self.journeys.insert_marked(owned_key, journey, marked);
         self.key_buf = key;
     }
 
@@ -774,7 +782,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let key_str = key.key();
-        let mut parts: Vec<(&Identifier, String, Journey)> = absorbed
+        let mut parts: Vec<(&Identifier, String, Box<Journey>)> = absorbed
             .iter()
             .filter_map(|a| {
                 let absorbed_key = a.key();
@@ -810,7 +818,7 @@ impl Engine {
         };
         let moved_only = parts.is_empty();
         for (_, _, other) in parts {
-            absorb(&mut survivor, other);
+            absorb(&mut survivor, *other);
         }
         if !moved_only {
             self.recompute(&key_str, &mut survivor, Cause::Merge, trigger, out);

@@ -38,10 +38,15 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
+/// A journey in memory. Boxed: the map's slots stay small (better locality
+/// when probing) and a journey taken out and put back moves a pointer.
 struct Held {
-    journey: Journey,
+    journey: Box<Journey>,
     used: u64,
     bytes: usize,
+    /// Known to be in the engine's set of changed keys, so marking it again
+    /// needs no lookup there (false may still be in it; true always is).
+    marked: bool,
 }
 
 /// Estimated bytes of a journey held under `key`: constant time (a
@@ -97,7 +102,16 @@ impl Journeys {
 
     /// A held journey (no lookup in the backing).
     pub(crate) fn get(&self, key: &str) -> Option<&Journey> {
-        self.held.get(key).map(|h| &h.journey)
+        self.held.get(key).map(|h| &*h.journey)
+    }
+
+    /// A held journey, its mark cleared: the engine's set of changed keys
+    /// no longer holds its key.
+    pub(crate) fn unmark(&mut self, key: &str) -> Option<&Journey> {
+        self.held.get_mut(key).map(|h| {
+            h.marked = false;
+            &*h.journey
+        })
     }
 
     /// Whether a journey is held in memory.
@@ -106,27 +120,28 @@ impl Journeys {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Journey)> {
-        self.held.iter().map(|(k, h)| (k, &h.journey))
+        self.held.iter().map(|(k, h)| (k, &*h.journey))
     }
 
     /// Takes a journey out (to change it, or for good): from memory, else
     /// from the backing unless the key was deleted since the last written
     /// commit: `dirty` (changed since the last take of changes) and not held,
     /// or deleted in a take not yet written (see [`Journeys::deleted`]).
-    pub(crate) fn remove(&mut self, key: &str, dirty: &HashSet<String>) -> Option<Journey> {
-        self.remove_keyed(key, dirty).map(|(_, j)| j)
+    pub(crate) fn remove(&mut self, key: &str, dirty: &HashSet<String>) -> Option<Box<Journey>> {
+        self.remove_keyed(key, dirty).map(|(_, j, _)| j)
     }
 
     /// [`Journeys::remove`], with the key as an owned string to put the
-    /// journey back under (the map's own when it was held: no allocation).
+    /// journey back under (the map's own when it was held: no allocation)
+    /// and whether it was marked (see [`Journeys::insert_marked`]).
     pub(crate) fn remove_keyed(
         &mut self,
         key: &str,
         dirty: &HashSet<String>,
-    ) -> Option<(String, Journey)> {
+    ) -> Option<(String, Box<Journey>, bool)> {
         if let Some((owned, h)) = self.held.remove_entry(key) {
             self.stats.bytes -= h.bytes;
-            return Some((owned, h.journey));
+            return Some((owned, h.journey, h.marked));
         }
         let backing = self.backing.as_mut()?;
         if dirty.contains(key) || self.gone.contains(key) {
@@ -135,7 +150,7 @@ impl Journeys {
         match backing.load(key) {
             Some(j) => {
                 self.stats.loads += 1;
-                Some((key.to_owned(), j))
+                Some((key.to_owned(), Box::new(j), false))
             }
             None => {
                 self.stats.absent += 1;
@@ -153,7 +168,13 @@ impl Journeys {
     }
 
     /// Puts a journey (back) under `key`.
-    pub(crate) fn insert(&mut self, key: String, journey: Journey) {
+    pub(crate) fn insert(&mut self, key: String, journey: Box<Journey>) {
+        self.insert_marked(key, journey, false);
+    }
+
+    /// [`Journeys::insert`], noting whether the key is in the engine's set
+    /// of changed keys (only say true when it is: the mark stands for it).
+    pub(crate) fn insert_marked(&mut self, key: String, journey: Box<Journey>, marked: bool) {
         self.tick += 1;
         // Sizes only matter to eviction, which needs a backing.
         let bytes = if self.backing.is_some() {
@@ -166,6 +187,7 @@ impl Journeys {
             journey,
             used: self.tick,
             bytes,
+            marked,
         };
         if let Some(old) = self.held.insert(key, held) {
             self.stats.bytes -= old.bytes;

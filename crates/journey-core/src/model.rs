@@ -585,6 +585,48 @@ to = "c"
     }
 
     #[test]
+    fn rules_without_event_types_keep_their_place_among_typed_ones() {
+        let text = r#"
+name = "m"
+stages = ["a", "b", "c"]
+[[rules]]
+name = "store-first"
+channels = ["store"]
+to = "c"
+[[rules]]
+name = "view"
+event-types = ["view"]
+count-types = ["view", "buy"]
+min-count = 2
+to = "b"
+[[rules]]
+name = "any-view"
+event-types = ["view"]
+to = "a"
+"#;
+        let m = StageModel::from_toml("m.toml", text).unwrap();
+        let tp = |ty: &str, channel: &str| Touchpoint {
+            event_id: "e".into(),
+            time: 1,
+            channel: channel.into(),
+            event_type: ty.into(),
+            offline: false,
+            properties: Default::default(),
+        };
+        let mut s = m.initial_state();
+        // The channel rule comes first whatever the type, also for types
+        // no rule names.
+        assert_eq!(m.step(&mut s, &tp("other", "store")).map(|c| c.to), Some(2));
+        let mut s = m.initial_state();
+        assert_eq!(m.step(&mut s, &tp("view", "web")).map(|c| c.to), Some(0));
+        // `buy` only counts (no rule names it as its type): it moves nothing
+        // but makes the next view the second counted one.
+        assert_eq!(m.step(&mut s, &tp("buy", "web")), None);
+        assert_eq!(s.counts, vec![2]);
+        assert_eq!(m.step(&mut s, &tp("view", "web")).map(|c| c.to), Some(1));
+    }
+
+    #[test]
     fn yaml_models_load() {
         let text =
             "name: y\nstages: [a, b]\nrules:\n  - name: r\n    event-types: [x]\n    to: b\n";
