@@ -143,7 +143,9 @@ pub struct Engine {
     models: Vec<StageModel>,
     identity: IdentityGraph,
     journeys: Journeys,
-    pending: BTreeMap<(Millis, String), Event>,
+    /// Held events, boxed: the B-tree's nodes stay small, so an insertion
+    /// shifts pointers rather than whole events.
+    pending: BTreeMap<(Millis, String), Box<Event>>,
     timers: BTreeSet<(Millis, String)>,
     max_time: Millis,
     watermark: Millis,
@@ -230,7 +232,8 @@ impl Engine {
         e.max_time = meta.max_time;
         e.stats = meta.stats;
         for ev in meta.pending {
-            e.pending.insert((ev.time, ev.event_id.clone()), ev);
+            e.pending
+                .insert((ev.time, ev.event_id.clone()), Box::new(ev));
         }
         e
     }
@@ -259,7 +262,7 @@ impl Engine {
         changes.meta = Some(EngineMeta {
             watermark: self.watermark,
             max_time: self.max_time,
-            pending: self.pending.values().cloned().collect(),
+            pending: self.pending.values().map(|ev| (**ev).clone()).collect(),
             stats: self.stats,
         });
         changes
@@ -400,7 +403,7 @@ impl Engine {
         let slot = (event.time, event.event_id.clone());
         match self.pending.entry(slot) {
             std::collections::btree_map::Entry::Vacant(held) => {
-                held.insert(event);
+                held.insert(Box::new(event));
             }
             std::collections::btree_map::Entry::Occupied(_) => {
                 self.stats.duplicates += 1;
@@ -434,7 +437,7 @@ impl Engine {
             let event = entry.remove();
             // Everything in event-time order: timers due before the event first.
             self.fire_timers_until(event.time - 1, out);
-            self.process(event, out);
+            self.process(*event, out);
         }
         self.fire_due_timers(out);
     }
