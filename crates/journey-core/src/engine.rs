@@ -143,9 +143,13 @@ pub struct Engine {
     models: Vec<StageModel>,
     identity: IdentityGraph,
     journeys: Journeys,
-    /// Held events, boxed: the B-tree's nodes stay small, so an insertion
-    /// shifts pointers rather than whole events.
-    pending: BTreeMap<(Millis, String), Box<Event>>,
+    /// Held events, by (event time, event id).
+    pending: BTreeMap<(Millis, String), HeldEvent>,
+    /// Slots held since the last take of changes (some may be released
+    /// already): written as held events at the next take.
+    pending_new: Vec<(Millis, String)>,
+    /// Slots of written held events released since: deleted at the next take.
+    pending_gone: Vec<(Millis, String)>,
     timers: BTreeSet<(Millis, String)>,
     max_time: Millis,
     watermark: Millis,
@@ -156,6 +160,25 @@ pub struct Engine {
     key_buf: String,
 }
 
+/// An event held until the watermark passes it.
+struct HeldEvent {
+    /// Boxed: the B-tree's nodes stay small, so an insertion shifts
+    /// pointers rather than whole events.
+    event: Box<Event>,
+    /// Whether a take of changes has reported it (so its release must be).
+    written: bool,
+}
+
+/// One change of state, as [`Engine::take_changes_with`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ChangeRef<'a> {
+    /// A journey written (`Some`) or deleted (`None`), by customer key.
+    Journey(&'a str, Option<&'a Journey>),
+    /// An event held until the watermark passes it (`Some`), or released
+    /// (`None`), by (event time, event id).
+    Held((Millis, &'a str), Option<&'a Event>),
+}
+
 /// Engine-wide state besides journeys and identities (for the state store).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineMeta {
@@ -163,7 +186,9 @@ pub struct EngineMeta {
     pub watermark: Millis,
     /// Latest event time seen.
     pub max_time: Millis,
-    /// Events held until the watermark passes them.
+    /// Events held until the watermark passes them, as written by versions
+    /// that kept them here (read at restore; now always written empty: held
+    /// events are changes of their own, see [`StateChanges::held`]).
     pub pending: Vec<Event>,
     /// Counters.
     pub stats: EngineStats,
@@ -176,6 +201,10 @@ pub struct StateChanges {
     pub journeys: Vec<(String, Option<Journey>)>,
     /// Identifiers and their current key identifier (none: forgotten).
     pub identities: Vec<(Identifier, Option<Identifier>)>,
+    /// Events held since the last take (`Some`), and held events written
+    /// before and released since (`None`), by (event time, event id). Give
+    /// the held ones back at restore with [`Engine::hold_restored`].
+    pub held: Vec<((Millis, String), Option<Event>)>,
     /// Engine-wide state: always included by [`Engine::take_changes`], left
     /// out by [`Engine::take_entity_changes`].
     pub meta: Option<EngineMeta>,
@@ -198,6 +227,8 @@ impl Engine {
             identity,
             journeys: Journeys::new(),
             pending: BTreeMap::new(),
+            pending_new: Vec::new(),
+            pending_gone: Vec::new(),
             timers: BTreeSet::new(),
             max_time: Millis::MIN,
             watermark: Millis::MIN,
@@ -231,11 +262,33 @@ impl Engine {
         e.watermark = meta.watermark;
         e.max_time = meta.max_time;
         e.stats = meta.stats;
+        // Held events of the engine record (older versions): written as
+        // held events of their own at the next take.
         for ev in meta.pending {
-            e.pending
-                .insert((ev.time, ev.event_id.clone()), Box::new(ev));
+            let slot = (ev.time, ev.event_id.clone());
+            e.pending_new.push(slot.clone());
+            e.pending.insert(
+                slot,
+                HeldEvent {
+                    event: Box::new(ev),
+                    written: false,
+                },
+            );
         }
         e
+    }
+
+    /// Gives a restored engine back the held events its store has (see
+    /// [`StateChanges::held`]).
+    pub fn hold_restored(&mut self, events: impl IntoIterator<Item = Event>) {
+        for ev in events {
+            let held = HeldEvent {
+                event: Box::new(ev),
+                written: true,
+            };
+            self.pending
+                .insert((held.event.time, held.event.event_id.clone()), held);
+        }
     }
 
     /// An engine resuming from stored state whose journeys stay in the
@@ -259,12 +312,7 @@ impl Engine {
     /// engine-wide state.
     pub fn take_changes(&mut self) -> StateChanges {
         let mut changes = self.take_entity_changes();
-        changes.meta = Some(EngineMeta {
-            watermark: self.watermark,
-            max_time: self.max_time,
-            pending: self.pending.values().map(|ev| (**ev).clone()).collect(),
-            stats: self.stats,
-        });
+        changes.meta = Some(self.meta());
         changes
     }
 
@@ -272,22 +320,61 @@ impl Engine {
     /// state: lets a caller write a commit's changes out in several parts
     /// (the last one from [`Engine::take_changes`]).
     pub fn take_entity_changes(&mut self) -> StateChanges {
+        let (mut journeys, mut held) = (Vec::new(), Vec::new());
+        let mut changes = self.take_changes_with(false, |change| match change {
+            ChangeRef::Journey(key, j) => journeys.push((key.to_owned(), j.cloned())),
+            ChangeRef::Held((time, id), ev) => held.push(((time, id.to_owned()), ev.cloned())),
+        });
+        changes.journeys = journeys;
+        changes.held = held;
+        changes
+    }
+
+    /// [`Engine::take_changes`] (`meta`) or [`Engine::take_entity_changes`]
+    /// without copying journeys or events: `change` sees every changed
+    /// journey, in key order, as it is now (none: deleted), then the held
+    /// events written and released. The returned changes hold the
+    /// identifiers (and the engine-wide state), no journeys or events.
+    pub fn take_changes_with(
+        &mut self,
+        meta: bool,
+        mut change: impl FnMut(ChangeRef<'_>),
+    ) -> StateChanges {
         let mut keys: Vec<String> = self.dirty.drain().collect();
         keys.sort_unstable();
-        let journeys = keys
-            .into_iter()
-            .map(|k| {
-                let j = self.journeys.unmark(&k).cloned();
-                if j.is_none() {
+        for k in keys {
+            match self.journeys.unmark(&k) {
+                Some(j) => change(ChangeRef::Journey(&k, Some(j))),
+                None => {
+                    change(ChangeRef::Journey(&k, None));
                     self.journeys.deleted(&k);
                 }
-                (k, j)
-            })
-            .collect();
+            }
+        }
+        // A slot released before it was written needs neither write.
+        for (time, id) in std::mem::take(&mut self.pending_gone) {
+            change(ChangeRef::Held((time, &id), None));
+        }
+        for slot in std::mem::take(&mut self.pending_new) {
+            if let Some(held) = self.pending.get_mut(&slot) {
+                held.written = true;
+                change(ChangeRef::Held((slot.0, &slot.1), Some(&held.event)));
+            }
+        }
         StateChanges {
-            journeys,
+            journeys: Vec::new(),
             identities: self.identity.take_dirty(),
-            meta: None,
+            held: Vec::new(),
+            meta: meta.then(|| self.meta()),
+        }
+    }
+
+    fn meta(&self) -> EngineMeta {
+        EngineMeta {
+            watermark: self.watermark,
+            max_time: self.max_time,
+            pending: Vec::new(),
+            stats: self.stats,
         }
     }
 
@@ -402,8 +489,12 @@ impl Engine {
         }
         let slot = (event.time, event.event_id.clone());
         match self.pending.entry(slot) {
-            std::collections::btree_map::Entry::Vacant(held) => {
-                held.insert(Box::new(event));
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                self.pending_new.push(slot.key().clone());
+                slot.insert(HeldEvent {
+                    event: Box::new(event),
+                    written: false,
+                });
             }
             std::collections::btree_map::Entry::Occupied(_) => {
                 self.stats.duplicates += 1;
@@ -434,10 +525,14 @@ impl Engine {
             if entry.key().0 > to {
                 break;
             }
-            let event = entry.remove();
+            let (slot, held) = entry.remove_entry();
+            if held.written {
+                self.pending_gone.push(slot);
+            }
+            let event = *held.event;
             // Everything in event-time order: timers due before the event first.
             self.fire_timers_until(event.time - 1, out);
-            self.process(*event, out);
+            self.process(event, out);
         }
         self.fire_due_timers(out);
     }

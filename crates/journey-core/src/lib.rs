@@ -19,7 +19,9 @@ mod model;
 mod nodes;
 mod transition;
 
-pub use engine::{Engine, EngineConfig, EngineMeta, EngineStats, Output, StateChanges, Submitted};
+pub use engine::{
+    ChangeRef, Engine, EngineConfig, EngineMeta, EngineStats, Output, StateChanges, Submitted,
+};
 pub use error::{Error, EventError, ModelError, Result};
 pub use event::{Event, Touchpoint};
 pub use identifier::{Identifier, Priority};

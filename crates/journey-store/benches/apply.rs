@@ -70,7 +70,7 @@ fn main() {
             let _ = engine.submit(ev, &mut out);
             out.clear();
             if i.is_multiple_of(5000) || i == events {
-                let prepared = Store::prepare(&engine.take_changes());
+                let prepared = Store::prepare_from(&mut engine, true);
                 for r in &prepared.changelog {
                     writes += 1;
                     let n = r.key.len() + r.value.as_ref().map_or(0, Vec::len);

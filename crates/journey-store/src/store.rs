@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use journey_core::{EngineMeta, Identifier, Journey, StateChanges};
+use journey_core::{
+    ChangeRef, Engine, EngineMeta, Event, Identifier, Journey, Millis, StateChanges,
+};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch,
     WriteBufferManager,
@@ -15,11 +17,14 @@ use crate::{Error, Result, codec};
 const CF_JOURNEYS: &str = "journeys";
 const CF_IDENTITIES: &str = "identities";
 const CF_META: &str = "meta";
-const CFS: [&str; 3] = [CF_JOURNEYS, CF_IDENTITIES, CF_META];
+/// Events held until the watermark passes them, by (event time, event id).
+const CF_HELD: &str = "held";
+const CFS: [&str; 4] = [CF_JOURNEYS, CF_IDENTITIES, CF_META, CF_HELD];
 /// Changelog key prefixes, one per column family.
 const TAG_JOURNEY: u8 = b'j';
 const TAG_IDENTITY: u8 = b'i';
 const TAG_META: u8 = b'm';
+const TAG_HELD: u8 = b'h';
 const META_ENGINE: &[u8] = b"engine";
 const META_OFFSETS: &[u8] = b"offsets";
 const META_FORMAT: &[u8] = b"format";
@@ -93,6 +98,9 @@ pub struct Loaded {
     pub identities: Vec<(Identifier, Identifier)>,
     /// Engine-wide state.
     pub meta: EngineMeta,
+    /// Events held until the watermark passes them (give them to
+    /// [`Engine::hold_restored`]), in (event time, event id) order.
+    pub held: Vec<Event>,
     /// Input offsets the state corresponds to.
     pub offsets: Offsets,
 }
@@ -117,6 +125,54 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     cache: Cache,
+}
+
+fn journey_record(key: &str, journey: Option<&Journey>) -> ChangelogRecord {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(TAG_JOURNEY);
+    k.extend_from_slice(key.as_bytes());
+    ChangelogRecord {
+        key: k,
+        value: journey.map(codec::encode),
+    }
+}
+
+/// The key of a held event: its time, ordered as bytes (the sign bit
+/// flipped, big-endian), then its id.
+fn held_key((time, id): (Millis, &str)) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + id.len());
+    k.push(TAG_HELD);
+    k.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn held_record(slot: (Millis, &str), event: Option<&Event>) -> ChangelogRecord {
+    ChangelogRecord {
+        key: held_key(slot),
+        value: event.map(codec::encode),
+    }
+}
+
+/// The identity and engine-wide records of `changes` (not its journeys
+/// or held events).
+fn append_records(changelog: &mut Vec<ChangelogRecord>, changes: &StateChanges) {
+    for (id, key) in &changes.identities {
+        let mut k = vec![TAG_IDENTITY];
+        k.extend(identity_key(id));
+        changelog.push(ChangelogRecord {
+            key: k,
+            value: key.as_ref().map(codec::encode),
+        });
+    }
+    if let Some(meta) = &changes.meta {
+        let mut k = vec![TAG_META];
+        k.extend_from_slice(META_ENGINE);
+        changelog.push(ChangelogRecord {
+            key: k,
+            value: Some(codec::encode(meta)),
+        });
+    }
 }
 
 fn identity_key(id: &Identifier) -> Vec<u8> {
@@ -251,29 +307,27 @@ impl Store {
         let mut changelog =
             Vec::with_capacity(changes.journeys.len() + changes.identities.len() + 1);
         for (key, j) in &changes.journeys {
-            let mut k = vec![TAG_JOURNEY];
-            k.extend_from_slice(key.as_bytes());
-            changelog.push(ChangelogRecord {
-                key: k,
-                value: j.as_ref().map(codec::encode),
-            });
+            changelog.push(journey_record(key, j.as_ref()));
         }
-        for (id, key) in &changes.identities {
-            let mut k = vec![TAG_IDENTITY];
-            k.extend(identity_key(id));
-            changelog.push(ChangelogRecord {
-                key: k,
-                value: key.as_ref().map(codec::encode),
-            });
+        for ((time, id), ev) in &changes.held {
+            changelog.push(held_record((*time, id), ev.as_ref()));
         }
-        if let Some(meta) = &changes.meta {
-            let mut k = vec![TAG_META];
-            k.extend_from_slice(META_ENGINE);
-            changelog.push(ChangelogRecord {
-                key: k,
-                value: Some(codec::encode(meta)),
+        append_records(&mut changelog, changes);
+        Prepared { changelog }
+    }
+
+    /// Takes the engine's changes ([`Engine::take_changes`] with `meta`,
+    /// [`Engine::take_entity_changes`] without) and encodes them as
+    /// [`Store::prepare`] does, without copying the journeys first.
+    pub fn prepare_from(engine: &mut Engine, meta: bool) -> Prepared {
+        let mut changelog = Vec::new();
+        let rest = engine.take_changes_with(meta, |change| {
+            changelog.push(match change {
+                ChangeRef::Journey(key, j) => journey_record(key, j),
+                ChangeRef::Held(slot, ev) => held_record(slot, ev),
             });
-        }
+        });
+        append_records(&mut changelog, &rest);
         Prepared { changelog }
     }
 
@@ -283,6 +337,7 @@ impl Store {
                 Some((&TAG_JOURNEY, k)) => (CF_JOURNEYS, k),
                 Some((&TAG_IDENTITY, k)) => (CF_IDENTITIES, k),
                 Some((&TAG_META, k)) => (CF_META, k),
+                Some((&TAG_HELD, k)) => (CF_HELD, k),
                 _ => {
                     return Err(Error::Decode {
                         what: "changelog key".into(),
@@ -426,6 +481,10 @@ impl Store {
         }
         if let Some(meta) = self.meta(META_ENGINE, "engine meta")? {
             out.meta = meta;
+        }
+        for item in self.db.iterator_cf(self.cf(CF_HELD), IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| Error::db("scan held events", e))?;
+            out.held.push(codec::decode("held event", &v)?);
         }
         Ok(out)
     }

@@ -81,6 +81,8 @@ fn commits_are_atomic_with_offsets_and_load_rebuilds_the_engine() {
         loaded.identities,
         loaded.meta,
     );
+    assert!(!loaded.held.is_empty(), "the bound holds events at the cut");
+    restored.hold_restored(loaded.held);
     // Both continue identically on more input.
     let more = more_events(1000);
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -104,7 +106,7 @@ fn restoring_the_changelog_into_an_empty_directory_gives_identical_column_famili
     let (a, b) = (store.dump().unwrap(), copy.dump().unwrap());
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
-        ["identities", "journeys", "meta"]
+        ["held", "identities", "journeys", "meta"]
     );
     assert!(a["journeys"].len() > 100);
     assert_eq!(a, b);
@@ -264,4 +266,65 @@ fn an_engine_reading_journeys_from_the_store_continues_like_one_holding_them() {
         backed.cache_stats()
     );
     assert_eq!(backed.backing_error(), None);
+}
+
+#[test]
+fn prepare_from_the_engine_encodes_what_prepare_of_its_changes_does() {
+    let (mut copied, mut direct) = (engine(), engine());
+    let mut out = Vec::new();
+    for (i, ev) in more_events(3000).into_iter().enumerate() {
+        let _ = copied.submit(ev.clone(), &mut out);
+        let _ = direct.submit(ev, &mut out);
+        if (i + 1) % 700 == 350 {
+            // A part mid-transaction...
+            let part = Store::prepare(&copied.take_entity_changes());
+            assert!(!part.changelog.is_empty());
+            assert_eq!(Store::prepare_from(&mut direct, false), part);
+        }
+        if (i + 1) % 700 == 0 {
+            // ...and the commit, with the engine-wide state.
+            let commit = Store::prepare(&copied.take_changes());
+            assert_eq!(Store::prepare_from(&mut direct, true), commit);
+        }
+    }
+}
+
+#[test]
+fn a_commit_writes_the_events_held_since_the_last_not_all_held() {
+    // A live stream: event time advances 10 ms per event and the bound is
+    // five minutes, so about 30,000 events are held at any time.
+    let mut e = Engine::new(
+        EngineConfig {
+            out_of_order_ms: 300_000,
+            ..EngineConfig::default()
+        },
+        builtin_models(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("s"), StoreOptions::default()).unwrap();
+    let mut out = Vec::new();
+    let start = 1_767_225_600_000;
+    let (every, n) = (500, 40_000);
+    let mut largest = 0;
+    for (i, mut ev) in more_events(n).into_iter().enumerate() {
+        ev.time = start + 10 * i as i64;
+        let _ = e.submit(ev, &mut out);
+        if (i + 1) % every == 0 {
+            let prepared = Store::prepare_from(&mut e, true);
+            largest = largest.max(prepared.changelog.len());
+            store
+                .write(
+                    &prepared,
+                    &Offsets::from([(("in".to_string(), 0), i as i64 + 1)]),
+                )
+                .unwrap();
+        }
+    }
+    assert!(e.pending() > 25_000, "{} held", e.pending());
+    // Each commit: the events held and released since the last one, and
+    // the journeys and identifiers they changed.
+    assert!(largest <= 4 * every, "{largest} records in one commit");
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.held.len(), e.pending());
+    assert!(loaded.meta.pending.is_empty());
 }

@@ -230,6 +230,7 @@ fn held_journeys(cfg: &Config, dir: &std::path::Path) -> Result<Vec<(String, Str
         loaded.identities,
         loaded.meta,
     );
+    engine.hold_restored(loaded.held);
     engine.flush(&mut Vec::new());
     replay::journey_lines(&engine)
 }
@@ -244,7 +245,10 @@ fn statistics(dir: &std::path::Path) -> Result<()> {
         println!("state directory   {}", dir.display());
         println!("journeys          {}", loaded.journeys.len());
         println!("identifiers       {}", loaded.identities.len());
-        println!("pending events    {}", loaded.meta.pending.len());
+        println!(
+            "pending events    {}",
+            loaded.held.len() + loaded.meta.pending.len()
+        );
         println!("watermark         {}", loaded.meta.watermark);
         println!("sst bytes         {}", s.sst_bytes);
         println!("memtable bytes    {}", s.memtable_bytes);

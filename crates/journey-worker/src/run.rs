@@ -337,7 +337,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         // Everything of earlier commits is acknowledged by now: a store at
         // this commit can resume the changelog from here.
         let resume = producer.delivered_ends(&cfg.topics.changelog);
-        let mut prepared = Store::prepare(&engine.take_changes());
+        let mut prepared = Store::prepare_from(engine, true);
         if let Some(t) = &topo {
             t.keep_owned(&mut prepared.changelog);
         }
@@ -531,7 +531,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         // The changed journeys go out now rather than all at the commit, so
         // that most of them are acknowledged by the time it comes.
         if txn.active || !eos {
-            let mut part = Store::prepare(&engine.take_entity_changes()).changelog;
+            let mut part = Store::prepare_from(&mut engine, false).changelog;
             if let Some(t) = &topo {
                 t.keep_owned(&mut part);
             }
@@ -802,13 +802,15 @@ fn open_state(
             identifiers = loaded.identities.len(),
             "state loaded (every journey in memory)"
         );
-        Engine::restore(
+        let mut engine = Engine::restore(
             cfg.engine.clone(),
             models,
             loaded.journeys,
             loaded.identities,
             loaded.meta,
-        )
+        );
+        engine.hold_restored(loaded.held);
+        engine
     } else {
         let loaded = store.load_index().context("cannot load the state")?;
         info!(
@@ -817,14 +819,16 @@ fn open_state(
             journey_cache_bytes = cache,
             "state loaded (journeys read from the store on first use)"
         );
-        Engine::restore_backed(
+        let mut engine = Engine::restore_backed(
             cfg.engine.clone(),
             models,
             Box::new(StoreBacking::new(store.clone())),
             loaded.timers,
             loaded.identities,
             loaded.meta,
-        )
+        );
+        engine.hold_restored(loaded.held);
+        engine
     };
     metrics.restore_seconds.set(started.elapsed().as_secs_f64());
     for tp in partitions {
