@@ -473,7 +473,7 @@ impl Engine {
         event.identifiers = usable;
         if event.time <= self.watermark {
             self.stats.late += 1;
-            self.process(event, out);
+            self.process(&mut event, out);
             return Ok(Submitted::Late);
         }
         self.max_time = self.max_time.max(event.time);
@@ -483,7 +483,7 @@ impl Engine {
             // holding it and releasing it at once, without the buffer.
             self.watermark = target;
             self.fire_timers_until(event.time - 1, out);
-            self.process(event, out);
+            self.process(&mut event, out);
             self.fire_due_timers(out);
             return Ok(Submitted::Applied);
         }
@@ -529,10 +529,10 @@ impl Engine {
             if held.written {
                 self.pending_gone.push(slot);
             }
-            let event = *held.event;
+            let mut event = held.event;
             // Everything in event-time order: timers due before the event first.
             self.fire_timers_until(event.time - 1, out);
-            self.process(event, out);
+            self.process(&mut event, out);
         }
         self.fire_due_timers(out);
     }
@@ -722,10 +722,12 @@ impl Engine {
 
     /// Links, merges and applies an event whose identifiers are already the
     /// usable ones (see [`Engine::submit`]).
-    fn process(&mut self, event: Event, out: &mut Vec<Output>) {
+    /// The event's strings are taken out of it (it is not moved whole: a
+    /// held event stays in its box).
+    fn process(&mut self, event: &mut Event, out: &mut Vec<Output>) {
         let mut key = std::mem::take(&mut self.key_buf);
         if !self.identity.settled_key(&event.identifiers, &mut key) {
-            self.link(&event, &mut key, out);
+            self.link(event, &mut key, out);
         }
         let (owned_key, mut journey, mut marked) =
             match self.journeys.remove_keyed(&key, &self.dirty) {
@@ -735,7 +737,7 @@ impl Engine {
         if journey.contains(event.time, &event.event_id) {
             self.stats.duplicates += 1;
             out.push(Output::Duplicate {
-                event_id: event.event_id,
+                event_id: std::mem::take(&mut event.event_id),
                 customer_key: key.clone(),
             });
         } else {
@@ -794,9 +796,15 @@ impl Engine {
 
     /// Applies a new touchpoint to its customer's journey: in order, or by a
     /// replay when it sorts before the journey's latest.
-    fn apply(&mut self, key: &str, journey: &mut Journey, event: Event, out: &mut Vec<Output>) {
+    fn apply(
+        &mut self,
+        key: &str,
+        journey: &mut Journey,
+        event: &mut Event,
+        out: &mut Vec<Output>,
+    ) {
         self.stats.applied += 1;
-        let tp = event.into_touchpoint();
+        let tp = event.take_touchpoint();
         if journey.is_in_order(&tp) {
             let mut changes = std::mem::take(&mut self.changes);
             // Timers due before the touchpoint fire first, and are reported

@@ -57,14 +57,20 @@ impl Event {
     }
 
     /// The journey-relevant part of the event, moved out of it.
-    pub fn into_touchpoint(self) -> Touchpoint {
+    pub fn into_touchpoint(mut self) -> Touchpoint {
+        self.take_touchpoint()
+    }
+
+    /// The journey-relevant part of the event, taken out of it (its id,
+    /// channel, type and properties are left empty).
+    pub fn take_touchpoint(&mut self) -> Touchpoint {
         Touchpoint {
-            event_id: self.event_id,
+            event_id: std::mem::take(&mut self.event_id),
             time: self.time,
-            channel: self.channel,
-            event_type: self.event_type,
+            channel: std::mem::take(&mut self.channel),
+            event_type: std::mem::take(&mut self.event_type),
             offline: self.offline,
-            properties: self.properties,
+            properties: std::mem::take(&mut self.properties),
         }
     }
 }
