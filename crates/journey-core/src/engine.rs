@@ -265,15 +265,7 @@ impl Engine {
         // Held events of the engine record (older versions): written as
         // held events of their own at the next take.
         for ev in meta.pending {
-            let slot = (ev.time, ev.event_id.clone());
-            e.pending_new.push(slot.clone());
-            e.pending.insert(
-                slot,
-                HeldEvent {
-                    event: Box::new(ev),
-                    written: false,
-                },
-            );
+            e.hold(ev, false);
         }
         e
     }
@@ -282,13 +274,19 @@ impl Engine {
     /// [`StateChanges::held`]).
     pub fn hold_restored(&mut self, events: impl IntoIterator<Item = Event>) {
         for ev in events {
-            let held = HeldEvent {
-                event: Box::new(ev),
-                written: true,
-            };
-            self.pending
-                .insert((held.event.time, held.event.event_id.clone()), held);
+            self.hold(ev, true);
         }
+    }
+
+    /// Holds a restored event; one not `written` yet as a held event of its
+    /// own is written at the next take of changes.
+    fn hold(&mut self, event: Event, written: bool) {
+        let slot = (event.time, event.event_id.clone());
+        if !written {
+            self.pending_new.push(slot.clone());
+        }
+        let event = Box::new(event);
+        self.pending.insert(slot, HeldEvent { event, written });
     }
 
     /// An engine resuming from stored state whose journeys stay in the
@@ -774,10 +772,7 @@ impl Engine {
                 rejection,
             });
         }
-        key.clear();
-        key.push_str(&outcome.key.kind);
-        key.push(':');
-        key.push_str(&outcome.key.value);
+        outcome.key.write_key(key);
         if !outcome.absorbed.is_empty() {
             let trigger = TriggerRef {
                 event_id: event.event_id.clone(),

@@ -46,7 +46,15 @@ impl Identifier {
 
     /// The written form `type:value`, which is also a customer key.
     pub fn key(&self) -> String {
-        format!("{}:{}", self.kind, self.value)
+        let mut key = String::new();
+        self.write_key(&mut key);
+        key
+    }
+
+    /// [`Identifier::key`] written into `buf` (cleared first), reusing its
+    /// allocation.
+    pub fn write_key(&self, buf: &mut String) {
+        write_key(&self.kind, &self.value, buf);
     }
 
     /// The identifier of a customer key (the inverse of [`Identifier::key`],
@@ -58,6 +66,16 @@ impl Identifier {
             value: value.into(),
         })
     }
+}
+
+/// Writes the customer key `kind:value` into `buf` (cleared first): the one
+/// place that knows how a key is written.
+pub(crate) fn write_key(kind: &str, value: &str, buf: &mut String) {
+    buf.clear();
+    buf.reserve(kind.len() + 1 + value.len());
+    buf.push_str(kind);
+    buf.push(':');
+    buf.push_str(value);
 }
 
 impl fmt::Display for Identifier {

@@ -159,10 +159,7 @@ impl Nodes {
 
     /// Writes node `n` as a customer key, `type:value`, into `buf` (cleared first).
     pub(crate) fn write_key(&self, n: u32, buf: &mut String) {
-        buf.clear();
-        buf.push_str(self.kind(n));
-        buf.push(':');
-        buf.push_str(self.value(n));
+        crate::identifier::write_key(self.kind(n), self.value(n), buf);
     }
 
     /// Node `n` as a customer key, `type:value`.
