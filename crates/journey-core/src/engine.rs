@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::NodeLinks;
 use crate::journeys::Journeys;
 use crate::model::Change;
 use crate::{
@@ -150,14 +151,20 @@ pub struct Engine {
     pending_new: Vec<(Millis, String)>,
     /// Slots of written held events released since: deleted at the next take.
     pending_gone: Vec<(Millis, String)>,
-    timers: BTreeSet<(Millis, String)>,
+    /// Timer entries: (due time, key node of the customer).
+    timers: BTreeSet<(Millis, u32)>,
     max_time: Millis,
     watermark: Millis,
     stats: EngineStats,
     changes: Vec<(usize, Change, bool)>,
-    dirty: rustc_hash::FxHashSet<String>,
-    /// Reused for the customer key of the event being processed.
-    key_buf: String,
+    /// Customers (by key node) whose journey changed or was deleted since
+    /// the last take of changes.
+    dirty: rustc_hash::FxHashSet<u32>,
+    /// Keys of changed customers forgotten since the last take of changes
+    /// (see [`Engine::expire`]), by node.
+    deleted_keys: rustc_hash::FxHashMap<u32, String>,
+    /// Reused for what linking an event's identifiers did.
+    links: NodeLinks,
 }
 
 /// An event held until the watermark passes it.
@@ -235,7 +242,8 @@ impl Engine {
             stats: EngineStats::default(),
             changes: Vec::new(),
             dirty: Default::default(),
-            key_buf: String::new(),
+            deleted_keys: Default::default(),
+            links: NodeLinks::default(),
         }
     }
 
@@ -253,11 +261,13 @@ impl Engine {
             e.config.guards.clone(),
             identities,
         );
-        for (key, j) in journeys {
+        for (key, mut j) in journeys {
+            let node = e.identity.key_node(&key);
             if let Some(due) = j.next_due {
-                e.timers.insert((due, key.clone()));
+                e.timers.insert((due, node));
             }
-            e.journeys.insert(key, Box::new(j));
+            j.share_names(&mut e.journeys.names);
+            e.journeys.insert(node, Box::new(j));
         }
         e.watermark = meta.watermark;
         e.max_time = meta.max_time;
@@ -302,7 +312,10 @@ impl Engine {
     ) -> Self {
         let mut e = Engine::restore(config, models, [], identities, meta);
         e.journeys.set_backing(backing);
-        e.timers.extend(timers);
+        for (due, key) in timers {
+            let node = e.identity.key_node(&key);
+            e.timers.insert((due, node));
+        }
         e
     }
 
@@ -338,17 +351,32 @@ impl Engine {
         meta: bool,
         mut change: impl FnMut(ChangeRef<'_>),
     ) -> StateChanges {
-        let mut keys: Vec<String> = self.dirty.drain().collect();
+        let mut deleted = std::mem::take(&mut self.deleted_keys);
+        let mut keys: Vec<(String, u32)> = self
+            .dirty
+            .drain()
+            .map(|n| match deleted.remove(&n) {
+                Some(key) if !self.journeys.holds(n) => (key, n),
+                _ => (self.identity.node_key(n), n),
+            })
+            .collect();
         keys.sort_unstable();
-        for k in keys {
-            match self.journeys.unmark(&k) {
-                Some(j) => change(ChangeRef::Journey(&k, Some(j))),
-                None => {
-                    change(ChangeRef::Journey(&k, None));
-                    self.journeys.deleted(&k);
-                }
+        let mut i = 0;
+        while i < keys.len() {
+            // One change per key: a customer that expired and came back
+            // under a new node since the last take is written, not deleted.
+            let same = keys[i..].iter().take_while(|k| k.0 == keys[i].0).count();
+            let group = &keys[i..i + same];
+            let live = group.iter().find(|(_, n)| self.journeys.holds(*n));
+            let node = live.map(|&(_, n)| n);
+            for &(_, n) in group {
+                self.journeys.unmark(n);
             }
+            let journey = node.and_then(|n| self.journeys.get(n));
+            change(ChangeRef::Journey(&keys[i].0, journey));
+            i += same;
         }
+        self.journeys.taken();
         // A slot released before it was written needs neither write.
         for (time, id) in std::mem::take(&mut self.pending_gone) {
             change(ChangeRef::Held((time, &id), None));
@@ -376,9 +404,26 @@ impl Engine {
         }
     }
 
-    /// Takes a journey out of the engine's journeys (see `Journeys::remove`).
-    fn take_journey(&mut self, key: &str) -> Option<Box<Journey>> {
-        self.journeys.remove(key, &self.dirty)
+    /// Takes the journey of a customer (by key node) out of the engine's
+    /// journeys (see `Journeys::remove`), and whether it was marked.
+    fn take_journey_marked(&mut self, node: u32) -> Option<(Box<Journey>, bool)> {
+        let identity = &self.identity;
+        // A forgotten node (an expired customer's stale timer) has no key.
+        self.journeys.remove(node, || {
+            identity.is_live(node).then(|| identity.node_key(node))
+        })
+    }
+
+    /// [`Engine::take_journey_marked`] without the mark.
+    fn take_journey(&mut self, node: u32) -> Option<Box<Journey>> {
+        self.take_journey_marked(node).map(|(j, _)| j)
+    }
+
+    /// A journey taken out for good (merged into another, moved to another
+    /// worker, expired): its deletion is part of the next changes.
+    fn journey_deleted(&mut self, node: u32, key: &str) {
+        self.dirty.insert(node);
+        self.journeys.deleted(key);
     }
 
     /// The models, in output order.
@@ -414,13 +459,15 @@ impl Engine {
     /// The journey of a customer key, if held in memory (all of them are,
     /// unless the engine has a backing: see [`Engine::restore_backed`]).
     pub fn journey(&self, key: &str) -> Option<&Journey> {
-        self.journeys.get(key)
+        self.journeys.get(self.identity.node_of_key(key)?)
     }
 
     /// The journeys held in memory, by customer key (all of them without a
     /// backing).
-    pub fn journeys(&self) -> impl Iterator<Item = (&String, &Journey)> {
-        self.journeys.iter()
+    pub fn journeys(&self) -> impl Iterator<Item = (String, &Journey)> {
+        self.journeys
+            .iter()
+            .map(|(n, j)| (self.identity.node_key(n), j))
     }
 
     /// The journey cache's counters.
@@ -551,33 +598,54 @@ impl Engine {
     /// in due order.
     fn fire_timers_until(&mut self, until: Millis, out: &mut Vec<Output>) {
         let until = until.min(self.watermark);
-        while let Some(first) = self.timers.first() {
-            if first.0 > until {
+        let mut batch = Vec::new();
+        while let Some(&(due, _)) = self.timers.first() {
+            if due > until {
                 break;
             }
-            let (due, key) = self.timers.pop_first().expect("non-empty");
-            let Some(mut journey) = self.take_journey(&key) else {
-                continue;
-            };
-            if journey.next_due == Some(due) {
-                journey.next_due = None;
-                // Model timers due after the customer expired never fire.
-                let expiry = self.expiry_due(&journey).filter(|&e| e <= until);
-                let mut changes = std::mem::take(&mut self.changes);
-                journey.fire_timers(&self.models, expiry.unwrap_or(until), &mut changes);
-                for (model, change, _) in changes.drain(..) {
-                    self.emit(&key, &mut journey, model, change, Cause::Timer, None, out);
-                }
-                self.changes = changes;
-                self.dirty.insert(key.clone());
-                if expiry.is_some() {
-                    self.expire(key, &journey, out);
-                    continue;
-                }
-                self.schedule(&key, &mut journey);
+            // Timers due at the same time fire in customer key order, not
+            // node order (node numbers differ between an engine and one
+            // restored from its state).
+            while let Some(&(d, node)) = self.timers.first()
+                && d == due
+            {
+                self.timers.pop_first();
+                batch.push(node);
             }
-            self.journeys.insert(key, journey);
+            if batch.len() > 1 {
+                batch.sort_by_cached_key(|&n| {
+                    self.identity.is_live(n).then(|| self.identity.node_key(n))
+                });
+            }
+            for node in std::mem::take(&mut batch) {
+                self.fire_timer(due, node, until, out);
+            }
         }
+    }
+
+    /// Fires the timer entry `(due, node)`, unless it is stale.
+    fn fire_timer(&mut self, due: Millis, node: u32, until: Millis, out: &mut Vec<Output>) {
+        let Some(mut journey) = self.take_journey(node) else {
+            return;
+        };
+        if journey.next_due == Some(due) {
+            journey.next_due = None;
+            // Model timers due after the customer expired never fire.
+            let expiry = self.expiry_due(&journey).filter(|&e| e <= until);
+            let mut changes = std::mem::take(&mut self.changes);
+            journey.fire_timers(&self.models, expiry.unwrap_or(until), &mut changes);
+            for (model, change, _) in changes.drain(..) {
+                self.emit(node, &mut journey, model, change, Cause::Timer, None, out);
+            }
+            self.changes = changes;
+            self.dirty.insert(node);
+            if expiry.is_some() {
+                self.expire(node, &journey, out);
+                return;
+            }
+            self.schedule(node, &mut journey);
+        }
+        self.journeys.insert(node, journey);
     }
 
     /// When a journey expires, if customer expiry is on.
@@ -589,11 +657,17 @@ impl Engine {
 
     /// Forgets an expired customer (its journey is already out of the map):
     /// the journey's deletion and its identifiers' are part of the next changes.
-    fn expire(&mut self, key: String, journey: &Journey, out: &mut Vec<Output>) {
-        let forgotten = Identifier::from_key(&key)
-            .map(|id| self.identity.forget(&id))
-            .unwrap_or_default();
-        self.dirty.insert(key.clone());
+    fn expire(&mut self, node: u32, journey: &Journey, out: &mut Vec<Output>) {
+        let key = self.identity.node_key(node);
+        self.journey_deleted(node, &key);
+        // The forgotten nodes have no key any more: the changed ones (this
+        // one, others merged into it) keep theirs for the next take.
+        for &m in self.identity.member_nodes(node) {
+            if self.dirty.contains(&m) {
+                self.deleted_keys.insert(m, self.identity.node_key(m));
+            }
+        }
+        let forgotten = self.identity.forget_node(node);
         out.push(Output::Expired {
             customer_key: key,
             last_touch: journey.last_touch(),
@@ -601,7 +675,7 @@ impl Engine {
         });
     }
 
-    fn schedule(&mut self, key: &str, journey: &mut Journey) {
+    fn schedule(&mut self, node: u32, journey: &mut Journey) {
         // At most one live entry per journey: a later due date leaves the
         // entry in place (it is re-checked when it pops), an earlier one adds
         // an entry and the old one goes stale.
@@ -614,7 +688,7 @@ impl Engine {
         };
         if journey.next_due.is_none_or(|scheduled| due < scheduled) {
             journey.next_due = Some(due);
-            self.timers.insert((due, key.to_string()));
+            self.timers.insert((due, node));
         }
     }
 
@@ -643,21 +717,29 @@ impl Engine {
         if usable.len() < 2 {
             return;
         }
-        let outcome = self.identity.link(&usable);
-        if !outcome.absorbed.is_empty() {
-            let trigger = TriggerRef {
-                event_id: event.event_id.clone(),
-                channel: event.channel.clone(),
-                event_type: event.event_type.clone(),
-            };
-            self.merge(
-                &outcome.key,
-                &outcome.absorbed,
-                (event.time, &event.event_id),
-                &trigger,
-                out,
-            );
+        let mut links = std::mem::take(&mut self.links);
+        self.identity.link_nodes(&usable, &mut links);
+        self.merge_linked(event, &links, out);
+        self.links = links;
+    }
+
+    /// Merges the journeys of the customers a link of `event` joined.
+    fn merge_linked(&mut self, event: &Event, links: &NodeLinks, out: &mut Vec<Output>) {
+        if links.absorbed.is_empty() {
+            return;
         }
+        let trigger = TriggerRef {
+            event_id: event.event_id.clone(),
+            channel: self.journeys.names.get(&event.channel),
+            event_type: self.journeys.names.get(&event.event_type),
+        };
+        self.merge(
+            links.key,
+            &links.absorbed,
+            (event.time, &event.event_id),
+            &trigger,
+            out,
+        );
     }
 
     /// Keys of journeys changed since the last take of changes and
@@ -666,8 +748,8 @@ impl Engine {
         let mut keys: Vec<String> = self
             .dirty
             .iter()
-            .filter(|k| self.journeys.holds(k))
-            .cloned()
+            .filter(|&&n| self.journeys.holds(n))
+            .map(|&n| self.identity.node_key(n))
             .collect();
         keys.sort_unstable();
         keys
@@ -676,8 +758,9 @@ impl Engine {
     /// Removes a journey to hand it to the worker that owns its key now (its
     /// deletion is part of the next [`Engine::take_changes`]).
     pub fn export(&mut self, key: &str) -> Option<Journey> {
-        let journey = self.take_journey(key)?;
-        self.dirty.insert(key.to_string());
+        let node = self.identity.node_of_key(key)?;
+        let journey = self.take_journey(node)?;
+        self.journey_deleted(node, key);
         Some(*journey)
     }
 
@@ -696,7 +779,10 @@ impl Engine {
         let (usable, _) = self.identity.usable_owned(vec![to, from.clone()]);
         let outcome = self.identity.link(&usable);
         let from_key = from.key();
-        let (mut journey, combined) = match self.take_journey(&from_key) {
+        // Held under its old key until the merge below moves it (a key a
+        // guard kept out of the link is a customer of its own).
+        let from_node = self.identity.key_node(&from_key);
+        let (mut journey, combined) = match self.take_journey(from_node) {
             Some(mut local) => {
                 absorb(&mut local, journey);
                 (local, true)
@@ -706,15 +792,17 @@ impl Engine {
         let last = journey.touchpoints.last().map(|t| (t.time, trigger_of(t)));
         if let (true, Some((_, trigger))) = (combined, &last) {
             // A journey already held under the same key: the union is replayed.
-            self.recompute(&from_key, &mut journey, Cause::Merge, trigger, out);
+            self.recompute(from_node, &mut journey, Cause::Merge, trigger, out);
         }
         journey.next_due = None;
-        self.schedule(&from_key, &mut journey);
-        self.journeys.insert(from_key.clone(), journey);
-        self.dirty.insert(from_key);
+        self.schedule(from_node, &mut journey);
+        self.journeys.insert(from_node, journey);
+        self.dirty.insert(from_node);
         if let Some((time, trigger)) = last.filter(|_| outcome.key != from) {
             let event_id = trigger.event_id.clone();
-            self.merge(&outcome.key, &[from], (time, &event_id), &trigger, out);
+            if let Some(key) = self.identity.node(&outcome.key) {
+                self.merge(key, &[from_node], (time, &event_id), &trigger, out);
+            }
         }
     }
 
@@ -723,83 +811,75 @@ impl Engine {
     /// The event's strings are taken out of it (it is not moved whole: a
     /// held event stays in its box).
     fn process(&mut self, event: &mut Event, out: &mut Vec<Output>) {
-        let mut key = std::mem::take(&mut self.key_buf);
-        if !self.identity.settled_key(&event.identifiers, &mut key) {
-            self.link(event, &mut key, out);
-        }
-        let (owned_key, mut journey, mut marked) =
-            match self.journeys.remove_keyed(&key, &self.dirty) {
-                Some((owned, journey, marked)) => (Some(owned), journey, marked),
-                None => (None, Box::new(Journey::new(&self.models)), false),
-            };
+        let node = match self.identity.settled_node(&event.identifiers) {
+            Some(node) => node,
+            None => self.link(event, out),
+        };
+        let (mut journey, mut marked) = match self.take_journey_marked(node) {
+            Some(taken) => taken,
+            None => (Box::new(Journey::new(&self.models)), false),
+        };
         if journey.contains(event.time, &event.event_id) {
             self.stats.duplicates += 1;
             out.push(Output::Duplicate {
                 event_id: std::mem::take(&mut event.event_id),
-                customer_key: key.clone(),
+                customer_key: self.identity.node_key(node),
             });
         } else {
-            self.apply(&key, &mut journey, event, out);
+            self.apply(node, &mut journey, event, out);
             if !marked {
-                self.mark_dirty(&key);
+                self.dirty.insert(node);
                 marked = true;
             }
         }
-        let owned_key = owned_key.unwrap_or_else(|| key.clone());
-        self.journeys.insert_marked(owned_key, journey, marked);
-        self.key_buf = key;
+        self.journeys.insert_marked(node, journey, marked);
     }
 
     /// Links the identifiers of an event (some new, or of several customers),
     /// reports the links and refusals, merges the journeys of the customers
-    /// it joined and writes the resulting customer key into `key`.
-    fn link(&mut self, event: &Event, key: &mut String, out: &mut Vec<Output>) {
-        let outcome = self.identity.link(&event.identifiers);
-        for (a, b) in outcome.linked {
+    /// it joined and returns the resulting customer's key node.
+    fn link(&mut self, event: &Event, out: &mut Vec<Output>) -> u32 {
+        let mut links = std::mem::take(&mut self.links);
+        self.identity.link_nodes(&event.identifiers, &mut links);
+        let ids = &event.identifiers;
+        for &i in &links.linked {
             self.stats.links += 1;
             out.push(Output::Link {
                 event_id: event.event_id.clone(),
                 time: event.time,
-                a,
-                b,
+                a: ids[0].clone(),
+                b: ids[i].clone(),
             });
         }
-        for rejection in outcome.rejected {
+        for &(i, reason) in &links.rejected {
             self.stats.rejected_links += 1;
             out.push(Output::Rejected {
                 event_id: event.event_id.clone(),
                 time: event.time,
-                rejection,
+                rejection: Rejection {
+                    anchor: ids[0].clone(),
+                    other: ids[i].clone(),
+                    reason,
+                },
             });
         }
-        outcome.key.write_key(key);
-        if !outcome.absorbed.is_empty() {
-            let trigger = TriggerRef {
-                event_id: event.event_id.clone(),
-                channel: event.channel.clone(),
-                event_type: event.event_type.clone(),
-            };
-            self.merge(
-                &outcome.key,
-                &outcome.absorbed,
-                (event.time, &event.event_id),
-                &trigger,
-                out,
-            );
-        }
+        let key = links.key;
+        self.merge_linked(event, &links, out);
+        self.links = links;
+        key
     }
 
     /// Applies a new touchpoint to its customer's journey: in order, or by a
     /// replay when it sorts before the journey's latest.
     fn apply(
         &mut self,
-        key: &str,
+        node: u32,
         journey: &mut Journey,
         event: &mut Event,
         out: &mut Vec<Output>,
     ) {
         self.stats.applied += 1;
-        let tp = event.take_touchpoint();
+        let tp = event.take_touchpoint_named(&mut self.journeys.names);
         if journey.is_in_order(&tp) {
             let mut changes = std::mem::take(&mut self.changes);
             // Timers due before the touchpoint fire first, and are reported
@@ -807,7 +887,7 @@ impl Engine {
             // the watermark fires them before the touchpoint arrives.
             journey.fire_timers(&self.models, tp.time - 1, &mut changes);
             for (model, change, _) in changes.drain(..) {
-                self.emit(key, journey, model, change, Cause::Timer, None, out);
+                self.emit(node, journey, model, change, Cause::Timer, None, out);
             }
             journey.apply_in_order(&self.models, tp, &mut changes);
             if !changes.is_empty() {
@@ -818,7 +898,7 @@ impl Engine {
                     } else {
                         (Cause::Touchpoint, Some(&trig))
                     };
-                    self.emit(key, journey, model, change, cause, trig, out);
+                    self.emit(node, journey, model, change, cause, trig, out);
                 }
             }
             self.changes = changes;
@@ -829,28 +909,20 @@ impl Engine {
                 .partition_point(|t| t.order_key() < tp.order_key());
             journey.touchpoints.insert(at, tp);
             let trig = trigger_of(&journey.touchpoints[at]);
-            self.recompute(key, journey, Cause::LateEvent, &trig, out);
+            self.recompute(node, journey, Cause::LateEvent, &trig, out);
         }
         let min_time = self
             .watermark
             .saturating_sub(self.config.max_touchpoint_age_ms);
         journey.trim(&self.models, self.config.max_touchpoints, min_time);
-        self.schedule(key, journey);
-    }
-
-    /// Marks a journey changed since the last take of changes (allocating
-    /// its key only the first time).
-    fn mark_dirty(&mut self, key: &str) {
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.to_owned());
-        }
+        self.schedule(node, journey);
     }
 
     /// Replays a journey and emits one transition per model whose stage differs
     /// from the last emitted one.
     fn recompute(
         &mut self,
-        key: &str,
+        node: u32,
         journey: &mut Journey,
         cause: Cause,
         trigger: &TriggerRef,
@@ -867,53 +939,58 @@ impl Engine {
                     previous_entered: emitted.at,
                 };
                 journey.models[i] = state;
-                self.emit(key, journey, i, change, cause, Some(trigger), out);
+                self.emit(node, journey, i, change, cause, Some(trigger), out);
             } else {
                 journey.models[i] = state;
             }
         }
     }
 
+    /// Merges the journeys of the customers whose key nodes were `absorbed`
+    /// into the customer of key node `key`.
     fn merge(
         &mut self,
-        key: &Identifier,
-        absorbed: &[Identifier],
+        key: u32,
+        absorbed: &[u32],
         (time, event_id): (Millis, &str),
         trigger: &TriggerRef,
         out: &mut Vec<Output>,
     ) {
-        let key_str = key.key();
-        let mut parts: Vec<(&Identifier, String, Box<Journey>)> = absorbed
+        let mut parts: Vec<(u32, String, Box<Journey>)> = absorbed
             .iter()
-            .filter_map(|a| {
-                let absorbed_key = a.key();
-                let j = self.take_journey(&absorbed_key)?;
-                Some((a, absorbed_key, j))
+            .filter_map(|&a| {
+                let j = self.take_journey(a)?;
+                Some((a, self.identity.node_key(a), j))
             })
             .collect();
         if parts.is_empty() {
             return;
         }
-        let identifiers = self.identity.members_of(key);
-        for (_, absorbed_key, _) in &parts {
-            self.mark_dirty(absorbed_key);
+        for (a, absorbed_key, _) in &parts {
+            self.journey_deleted(*a, absorbed_key);
         }
-        for (_, absorbed_key, j) in &parts {
+        let key_str = self.identity.node_key(key);
+        let mut identifiers = Some(self.identity.members_of_node(key));
+        for (i, (_, absorbed_key, j)) in parts.iter().enumerate() {
             self.stats.merges += 1;
+            let identifiers = if i + 1 == parts.len() {
+                identifiers.take().unwrap_or_default()
+            } else {
+                identifiers.clone().unwrap_or_default()
+            };
             out.push(Output::Merge(ProfileMerge {
                 surviving_key: key_str.clone(),
                 absorbed_key: absorbed_key.clone(),
-                identifiers: identifiers.clone(),
+                identifiers,
                 time,
                 trigger_event_id: event_id.to_string(),
                 touchpoints_absorbed: j.touch_count,
             }));
         }
-        let priority = self.identity.priority();
-        parts.sort_by(|a, b| priority.compare(a.0, b.0));
+        parts.sort_by(|a, b| self.identity.compare_nodes(a.0, b.0));
         // The journey already under the new key survives; otherwise the one
         // with the best old key (a pure key change moves it unchanged).
-        let mut survivor = match self.take_journey(&key_str) {
+        let mut survivor = match self.take_journey(key) {
             Some(j) => j,
             None => parts.remove(0).2,
         };
@@ -922,18 +999,18 @@ impl Engine {
             absorb(&mut survivor, *other);
         }
         if !moved_only {
-            self.recompute(&key_str, &mut survivor, Cause::Merge, trigger, out);
+            self.recompute(key, &mut survivor, Cause::Merge, trigger, out);
         }
         survivor.next_due = None;
-        self.schedule(&key_str, &mut survivor);
-        self.mark_dirty(&key_str);
-        self.journeys.insert(key_str, survivor);
+        self.schedule(key, &mut survivor);
+        self.dirty.insert(key);
+        self.journeys.insert(key, survivor);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
-        key: &str,
+        node: u32,
         journey: &mut Journey,
         model: usize,
         change: Change,
@@ -947,13 +1024,13 @@ impl Engine {
         emitted.stage = Some(change.to);
         emitted.at = change.at;
         self.stats.transitions += 1;
-        let identifiers = self.identity.members_of_key(key);
+        let identifiers = self.identity.members_of_node(node);
         out.push(Output::Transition(Transition {
-            customer_key: key.to_string(),
+            customer_key: self.identity.node_key(node),
             identifiers,
-            model: m.name().to_string(),
-            from: change.from.map(|s| m.stage_name(s).to_string()),
-            to: m.stage_name(change.to).to_string(),
+            model: m.shared_name().clone(),
+            from: change.from.map(|s| m.shared_stage(s).clone()),
+            to: m.shared_stage(change.to).clone(),
             cause,
             time: change.at,
             trigger: trigger.cloned(),

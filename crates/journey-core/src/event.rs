@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EventError, Identifier, Millis};
+use crate::names::Names;
+use crate::{EventError, Identifier, Millis, Name};
 
 /// One interaction event, as the core sees it (decoded and validated by the caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,8 +68,20 @@ impl Event {
         Touchpoint {
             event_id: std::mem::take(&mut self.event_id),
             time: self.time,
-            channel: std::mem::take(&mut self.channel),
-            event_type: std::mem::take(&mut self.event_type),
+            channel: std::mem::take(&mut self.channel).into(),
+            event_type: std::mem::take(&mut self.event_type).into(),
+            offline: self.offline,
+            properties: std::mem::take(&mut self.properties),
+        }
+    }
+
+    /// [`Event::take_touchpoint`] with the channel and type as shared names.
+    pub(crate) fn take_touchpoint_named(&mut self, names: &mut Names) -> Touchpoint {
+        Touchpoint {
+            event_id: std::mem::take(&mut self.event_id),
+            time: self.time,
+            channel: names.get(&self.channel),
+            event_type: names.get(&self.event_type),
             offline: self.offline,
             properties: std::mem::take(&mut self.properties),
         }
@@ -83,9 +96,9 @@ pub struct Touchpoint {
     /// Event time.
     pub time: Millis,
     /// Channel.
-    pub channel: String,
+    pub channel: Name,
     /// Event type.
-    pub event_type: String,
+    pub event_type: Name,
     /// Offline touchpoint.
     pub offline: bool,
     /// Properties.

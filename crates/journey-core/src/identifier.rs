@@ -32,13 +32,12 @@ impl Identifier {
 
     /// Normalises in place, allocating only when something changes.
     pub fn normalize(&mut self) {
-        let kind_ok = self.kind.trim().len() == self.kind.len()
-            && !self.kind.bytes().any(|b| b.is_ascii_uppercase());
+        let kind_ok = !needs_trim(&self.kind) && !self.kind.bytes().any(|b| b.is_ascii_uppercase());
         if !kind_ok {
             self.kind = self.kind.trim().to_ascii_lowercase();
         }
-        let value_ok = self.value.trim().len() == self.value.len()
-            && (self.kind != "email" || !self.value.chars().any(char::is_uppercase));
+        let value_ok =
+            !needs_trim(&self.value) && (self.kind != "email" || !has_uppercase(&self.value));
         if !value_ok {
             *self = Identifier::new(&self.kind, &self.value);
         }
@@ -65,6 +64,26 @@ impl Identifier {
             kind: kind.into(),
             value: value.into(),
         })
+    }
+}
+
+/// Whether `s` starts or ends with white space (what `str::trim` removes),
+/// looking at its first and last characters only.
+fn needs_trim(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(char::is_whitespace);
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(&a), Some(&b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => false,
+        _ => edge(s.chars().next()) || edge(s.chars().next_back()),
+    }
+}
+
+/// Whether `s` has an upper-case character (what `to_lowercase` changes),
+/// byte by byte for ASCII text.
+fn has_uppercase(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b.is_ascii_uppercase())
+    } else {
+        s.chars().any(char::is_uppercase)
     }
 }
 
@@ -160,6 +179,27 @@ mod tests {
         assert_eq!(id.value, "ana@example.com");
         let id = Identifier::new("customer_id", " C-1 ");
         assert_eq!(id.value, "C-1", "non-email values keep their case");
+    }
+
+    #[test]
+    fn normalize_in_place_agrees_with_new() {
+        for (kind, value) in [
+            ("email", "Ana@X.com"),
+            ("email", "ana@x.com"),
+            ("email", "ÁNA@x.com"),
+            (" EMAIL", "a@x "),
+            ("phone", "\u{a0}+1 555\u{2003}"),
+            ("device_id", "Dev-1"),
+            ("device_id", ""),
+            ("", " "),
+        ] {
+            let mut id = Identifier {
+                kind: kind.into(),
+                value: value.into(),
+            };
+            id.normalize();
+            assert_eq!(id, Identifier::new(kind, value), "{kind:?} {value:?}");
+        }
     }
 
     #[test]

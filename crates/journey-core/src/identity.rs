@@ -100,7 +100,23 @@ pub struct LinkOutcome {
     pub rejected: Vec<Rejection>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What [`IdentityGraph::link_nodes`] did, by node number and by index
+/// into the identifiers linked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeLinks {
+    /// Key node of the customer the identifiers belong to, after linking.
+    pub key: u32,
+    /// Key nodes of customers that existed before and are now part of
+    /// `key` (never `key` itself).
+    pub absorbed: Vec<u32>,
+    /// Indices of the identifiers joined to the first one's set (new, or
+    /// of another set).
+    pub linked: Vec<usize>,
+    /// Indices of the identifiers a guard kept out, and why.
+    pub rejected: Vec<(usize, RejectReason)>,
+}
+
+#[derive(Debug, Clone)]
 struct Component {
     key: u32,
     members: Vec<u32>,
@@ -185,9 +201,14 @@ impl IdentityGraph {
     /// Returns them, sorted. Their slots stay allocated, empty, until the
     /// graph is rebuilt from storage.
     pub fn forget(&mut self, id: &Identifier) -> Vec<Identifier> {
-        let Some(n) = self.nodes.find(id) else {
-            return Vec::new();
-        };
+        match self.nodes.find(id) {
+            Some(n) => self.forget_node(n),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`IdentityGraph::forget`] the customer of node `n`.
+    pub(crate) fn forget_node(&mut self, n: u32) -> Vec<Identifier> {
         let root = self.find(n);
         let component = self.components.remove(&root).expect("root has a component");
         let mut out = Vec::with_capacity(component.members.len());
@@ -265,16 +286,8 @@ impl IdentityGraph {
             .unwrap_or_default()
     }
 
-    /// [`IdentityGraph::members_of`] the identifier written as a customer key
-    /// (`type:value`), without building it.
-    pub(crate) fn members_of_key(&self, key: &str) -> Vec<Identifier> {
-        key.split_once(':')
-            .and_then(|(kind, value)| self.nodes.find_parts(kind, value))
-            .map(|n| self.members_of_node(n))
-            .unwrap_or_default()
-    }
-
-    fn members_of_node(&self, n: u32) -> Vec<Identifier> {
+    /// All identifiers of the customer node `n` belongs to, sorted.
+    pub(crate) fn members_of_node(&self, n: u32) -> Vec<Identifier> {
         let root = self.find_readonly(n);
         let mut out: Vec<Identifier> = self.components[&root]
             .members
@@ -285,26 +298,54 @@ impl IdentityGraph {
         out
     }
 
-    /// The key of the customer all of `ids` already belong to, written
-    /// `type:value` into `buf` (cleared first), if they are all known and in
-    /// one set: linking them would change nothing. Allocates nothing (the
-    /// hot path of the engine: most events carry identifiers seen before).
-    pub(crate) fn settled_key(&mut self, ids: &[Identifier], buf: &mut String) -> bool {
-        let Some((first, rest)) = ids.split_first() else {
-            return false;
-        };
-        let Some(n) = self.nodes.find(first) else {
-            return false;
-        };
+    /// The key node of the customer all of `ids` already belong to, if they
+    /// are all known and in one set: linking them would change nothing.
+    /// Allocates nothing (the hot path of the engine: most events carry
+    /// identifiers seen before).
+    pub(crate) fn settled_node(&mut self, ids: &[Identifier]) -> Option<u32> {
+        let (first, rest) = ids.split_first()?;
+        let n = self.nodes.find(first)?;
         let root = self.find(n);
         for other in rest {
             match self.nodes.find(other) {
                 Some(m) if self.find(m) == root => {}
-                _ => return false,
+                _ => return None,
             }
         }
-        self.nodes.write_key(self.components[&root].key, buf);
-        true
+        Some(self.components[&root].key)
+    }
+
+    /// The node of a customer key as written (`type:value`, see
+    /// [`Identifier::from_key`]): a journey read from storage is held under
+    /// it. A key the graph does not know (state written without its
+    /// identifiers) becomes a customer of its own, not reported as changed.
+    pub(crate) fn key_node(&mut self, key: &str) -> u32 {
+        if let Some(n) = self.node_of_key(key) {
+            return n;
+        }
+        let id = Identifier::from_key(key).unwrap_or_else(|| Identifier {
+            kind: String::new(),
+            value: key.to_string(),
+        });
+        let (n, _) = self.intern(&id);
+        self.dirty.retain(|&d| d != n);
+        n
+    }
+
+    /// The nodes of the customer node `n` belongs to.
+    pub(crate) fn member_nodes(&self, n: u32) -> &[u32] {
+        &self.components[&self.find_readonly(n)].members
+    }
+
+    /// Whether node `n` is a live identifier (not forgotten).
+    pub(crate) fn is_live(&self, n: u32) -> bool {
+        self.nodes.is_live(n)
+    }
+
+    /// The node of a customer key as written, if known.
+    pub(crate) fn node_of_key(&self, key: &str) -> Option<u32> {
+        let (kind, value) = key.split_once(':')?;
+        self.nodes.find_parts(kind, value)
     }
 
     /// Splits identifiers into usable (normalised, deduplicated, highest priority
@@ -373,23 +414,49 @@ impl IdentityGraph {
     ///
     /// Panics if `ids` is empty.
     pub fn link(&mut self, ids: &[Identifier]) -> LinkOutcome {
+        let mut links = NodeLinks::default();
+        self.link_nodes(ids, &mut links);
+        LinkOutcome {
+            key: self.nodes.identifier(links.key),
+            absorbed: links
+                .absorbed
+                .iter()
+                .map(|&n| self.nodes.identifier(n))
+                .collect(),
+            linked: links
+                .linked
+                .iter()
+                .map(|&i| (ids[0].clone(), ids[i].clone()))
+                .collect(),
+            rejected: links
+                .rejected
+                .iter()
+                .map(|&(i, reason)| Rejection {
+                    anchor: ids[0].clone(),
+                    other: ids[i].clone(),
+                    reason,
+                })
+                .collect(),
+        }
+    }
+
+    /// [`IdentityGraph::link`] by node number, into `out` (cleared first, so
+    /// a caller can reuse its lists): copies no identifier.
+    pub(crate) fn link_nodes(&mut self, ids: &[Identifier], out: &mut NodeLinks) {
+        out.absorbed.clear();
+        out.linked.clear();
+        out.rejected.clear();
         if let [only] = ids
             && let Some(n) = self.nodes.find(only)
         {
             let root = self.find(n);
-            return LinkOutcome {
-                key: self.nodes.identifier(self.components[&root].key),
-                absorbed: Vec::new(),
-                linked: Vec::new(),
-                rejected: Vec::new(),
-            };
+            out.key = self.components[&root].key;
+            return;
         }
-        let mut linked = Vec::new();
-        let mut rejected = Vec::new();
         let (anchor, _) = self.intern(&ids[0]);
         let mut root = self.find(anchor);
-        let mut old_keys = vec![self.nodes.identifier(self.components[&root].key)];
-        for other in &ids[1..] {
+        out.absorbed.push(self.components[&root].key);
+        for (i, other) in ids.iter().enumerate().skip(1) {
             let (n, fresh) = self.intern(other);
             let other_root = self.find(n);
             if other_root == root {
@@ -401,27 +468,33 @@ impl IdentityGraph {
                     // A fresh identifier that could not join stays unknown.
                     self.forget_last(other);
                 }
-                rejected.push(Rejection {
-                    anchor: ids[0].clone(),
-                    other: other.clone(),
-                    reason,
-                });
+                out.rejected.push((i, reason));
                 continue;
             }
             if !fresh {
-                old_keys.push(self.nodes.identifier(b.key));
+                out.absorbed.push(b.key);
             }
-            linked.push((ids[0].clone(), other.clone()));
+            out.linked.push(i);
             root = self.union(root, other_root);
         }
-        let key = self.nodes.identifier(self.components[&root].key);
-        old_keys.retain(|k| *k != key);
-        LinkOutcome {
-            key,
-            absorbed: old_keys,
-            linked,
-            rejected,
-        }
+        let key = self.components[&root].key;
+        out.key = key;
+        out.absorbed.retain(|&k| k != key);
+    }
+
+    /// The node of an identifier, if known.
+    pub(crate) fn node(&self, id: &Identifier) -> Option<u32> {
+        self.nodes.find(id)
+    }
+
+    /// Node `n` written as a customer key, `type:value`.
+    pub(crate) fn node_key(&self, n: u32) -> String {
+        self.nodes.key(n)
+    }
+
+    /// `Less` when node `a` has the higher priority.
+    pub(crate) fn compare_nodes(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        self.nodes.compare(&self.priority, a, b)
     }
 
     fn forget_last(&mut self, id: &Identifier) {

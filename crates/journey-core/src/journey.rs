@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Change, StageModel};
-use crate::{Millis, Touchpoint};
+use crate::names::Names;
+use crate::{Millis, Name, Touchpoint};
 
 pub use crate::model::ModelState;
 
@@ -36,7 +37,7 @@ pub struct Journey {
     /// Touchpoints ever applied (trimmed ones included).
     pub touch_count: u64,
     /// Touchpoints ever applied, per channel.
-    pub channel_counts: BTreeMap<String, u64>,
+    pub channel_counts: BTreeMap<Name, u64>,
     /// Due time of this journey's entry in the engine's timer queue, if any
     /// (the real next timer may be later; it is re-checked when the entry pops).
     pub next_due: Option<Millis>,
@@ -90,6 +91,23 @@ impl Journey {
                 self.channel_counts.insert(tp.channel.clone(), 1);
             }
         }
+    }
+
+    /// Replaces the journey's names by the engine's shared copies (a journey
+    /// read back from storage holds a copy of each per touchpoint).
+    pub(crate) fn share_names(&mut self, names: &mut Names) {
+        for tp in &mut self.touchpoints {
+            names.share(&mut tp.channel);
+            names.share(&mut tp.event_type);
+        }
+        let counts = std::mem::take(&mut self.channel_counts);
+        self.channel_counts = counts
+            .into_iter()
+            .map(|(mut c, n)| {
+                names.share(&mut c);
+                (c, n)
+            })
+            .collect();
     }
 
     /// Applies an in-order touchpoint: due timers first, then the rules.

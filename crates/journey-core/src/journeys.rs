@@ -6,10 +6,16 @@
 //! caller provides. Journeys changed since the last persisted commit are
 //! never evicted, and a key deleted since then is never read back from the
 //! backing (which still holds the old journey until the commit is written).
+//!
+//! Journeys are held under the identity graph's node number of their
+//! customer key, not the key string: a lookup hashes a number and compares
+//! numbers, with no key string to read (the key is written out only when a
+//! change is reported, a transition names it or the backing is asked).
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::journey::Journey;
+use crate::names::Names;
 
 /// Where journeys not held in memory are read from: the state as of the last
 /// commit written locally.
@@ -49,29 +55,33 @@ struct Held {
     marked: bool,
 }
 
-/// Estimated bytes of a journey held under `key`: constant time (a
-/// per-touchpoint average rather than a walk over its strings), as it runs at
-/// every change of a journey.
-fn estimate(key: &str, j: &Journey) -> usize {
-    /// A touchpoint: the struct, its event id, channel and type, a property.
-    const TOUCHPOINT: usize = std::mem::size_of::<crate::Touchpoint>() + 96;
-    // The map entry, the key and the journey's own fields.
-    128 + key.len()
-        + std::mem::size_of::<Journey>()
+/// Estimated bytes of a journey held in memory: constant time (a
+/// per-touchpoint average rather than a walk over its strings), as it runs
+/// at every change of a journey.
+fn estimate(j: &Journey) -> usize {
+    /// A touchpoint: the struct, its event id, a property.
+    const TOUCHPOINT: usize = std::mem::size_of::<crate::Touchpoint>() + 48;
+    // The map entry and the journey's own fields.
+    96 + std::mem::size_of::<Journey>()
         + j.touchpoints.len() * TOUCHPOINT
         + (j.models.len() + j.base.len() + j.emitted.len()) * 64
-        + j.channel_counts.len() * 56
+        + j.channel_counts.len() * 48
 }
 
-/// Journeys by customer key (see the module documentation).
+/// Journeys by customer, each under the identity graph's node number of its
+/// customer key (see the module documentation).
 pub(crate) struct Journeys {
-    held: HashMap<String, Held>,
+    held: HashMap<u32, Held>,
     backing: Option<Box<dyn JourneyBacking>>,
+    /// Keys whose journey was deleted since the last take of changes.
+    deleted: HashSet<String>,
     /// Keys deleted in changes already taken but not yet written to the
     /// backing (cleared by [`Journeys::persisted`]).
     gone: HashSet<String>,
     tick: u64,
     stats: CacheStats,
+    /// The names journeys share (see [`Names`]).
+    pub(crate) names: Names,
 }
 
 impl Journeys {
@@ -79,9 +89,11 @@ impl Journeys {
         Journeys {
             held: HashMap::default(),
             backing: None,
+            deleted: HashSet::default(),
             gone: HashSet::default(),
             tick: 0,
             stats: CacheStats::default(),
+            names: Names::default(),
         }
     }
 
@@ -101,56 +113,53 @@ impl Journeys {
     }
 
     /// A held journey (no lookup in the backing).
-    pub(crate) fn get(&self, key: &str) -> Option<&Journey> {
-        self.held.get(key).map(|h| &*h.journey)
+    pub(crate) fn get(&self, node: u32) -> Option<&Journey> {
+        self.held.get(&node).map(|h| &*h.journey)
     }
 
-    /// A held journey, its mark cleared: the engine's set of changed keys
-    /// no longer holds its key.
-    pub(crate) fn unmark(&mut self, key: &str) -> Option<&Journey> {
-        self.held.get_mut(key).map(|h| {
+    /// A held journey, its mark cleared: the engine's set of changed
+    /// customers no longer holds it.
+    pub(crate) fn unmark(&mut self, node: u32) -> Option<&Journey> {
+        self.held.get_mut(&node).map(|h| {
             h.marked = false;
             &*h.journey
         })
     }
 
     /// Whether a journey is held in memory.
-    pub(crate) fn holds(&self, key: &str) -> bool {
-        self.held.contains_key(key)
+    pub(crate) fn holds(&self, node: u32) -> bool {
+        self.held.contains_key(&node)
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Journey)> {
-        self.held.iter().map(|(k, h)| (k, &*h.journey))
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Journey)> {
+        self.held.iter().map(|(&n, h)| (n, &*h.journey))
     }
 
-    /// Takes a journey out (to change it, or for good): from memory, else
-    /// from the backing unless the key was deleted since the last written
-    /// commit: `dirty` (changed since the last take of changes) and not held,
-    /// or deleted in a take not yet written (see [`Journeys::deleted`]).
-    pub(crate) fn remove(&mut self, key: &str, dirty: &HashSet<String>) -> Option<Box<Journey>> {
-        self.remove_keyed(key, dirty).map(|(_, j, _)| j)
-    }
-
-    /// [`Journeys::remove`], with the key as an owned string to put the
-    /// journey back under (the map's own when it was held: no allocation)
-    /// and whether it was marked (see [`Journeys::insert_marked`]).
-    pub(crate) fn remove_keyed(
+    /// Takes the journey of the customer keyed by `node` out (to change it,
+    /// or for good), and whether it was marked (see
+    /// [`Journeys::insert_marked`]): from memory, else from the backing,
+    /// asked for the key `key` writes (none: there is no such customer),
+    /// unless that key's journey was deleted since the last written commit
+    /// (see [`Journeys::deleted`]).
+    pub(crate) fn remove(
         &mut self,
-        key: &str,
-        dirty: &HashSet<String>,
-    ) -> Option<(String, Box<Journey>, bool)> {
-        if let Some((owned, h)) = self.held.remove_entry(key) {
+        node: u32,
+        key: impl FnOnce() -> Option<String>,
+    ) -> Option<(Box<Journey>, bool)> {
+        if let Some(h) = self.held.remove(&node) {
             self.stats.bytes -= h.bytes;
-            return Some((owned, h.journey, h.marked));
+            return Some((h.journey, h.marked));
         }
         let backing = self.backing.as_mut()?;
-        if dirty.contains(key) || self.gone.contains(key) {
+        let key = key()?;
+        if self.deleted.contains(&key) || self.gone.contains(&key) {
             return None;
         }
-        match backing.load(key) {
-            Some(j) => {
+        match backing.load(&key) {
+            Some(mut j) => {
                 self.stats.loads += 1;
-                Some((key.to_owned(), Box::new(j), false))
+                j.share_names(&mut self.names);
+                Some((Box::new(j), false))
             }
             None => {
                 self.stats.absent += 1;
@@ -159,26 +168,31 @@ impl Journeys {
         }
     }
 
-    /// A deletion was taken as a change: until it is written, the backing
-    /// still has the journey, which must not be read back.
+    /// The journey under `key` was deleted: until that is written, the
+    /// backing still has it, and it must not be read back.
     pub(crate) fn deleted(&mut self, key: &str) {
-        if self.backing.is_some() {
-            self.gone.insert(key.to_string());
+        if self.backing.is_some() && !self.deleted.contains(key) {
+            self.deleted.insert(key.to_string());
         }
     }
 
-    /// Puts a journey (back) under `key`.
-    pub(crate) fn insert(&mut self, key: String, journey: Box<Journey>) {
-        self.insert_marked(key, journey, false);
+    /// The changes made so far were taken (to be written).
+    pub(crate) fn taken(&mut self) {
+        self.gone.extend(self.deleted.drain());
     }
 
-    /// [`Journeys::insert`], noting whether the key is in the engine's set
-    /// of changed keys (only say true when it is: the mark stands for it).
-    pub(crate) fn insert_marked(&mut self, key: String, journey: Box<Journey>, marked: bool) {
+    /// Puts a journey (back) under `node`.
+    pub(crate) fn insert(&mut self, node: u32, journey: Box<Journey>) {
+        self.insert_marked(node, journey, false);
+    }
+
+    /// [`Journeys::insert`], noting whether the node is in the engine's set
+    /// of changed customers (only say true when it is: the mark stands for it).
+    pub(crate) fn insert_marked(&mut self, node: u32, journey: Box<Journey>, marked: bool) {
         self.tick += 1;
         // Sizes only matter to eviction, which needs a backing.
         let bytes = if self.backing.is_some() {
-            estimate(&key, &journey)
+            estimate(&journey)
         } else {
             0
         };
@@ -189,18 +203,18 @@ impl Journeys {
             bytes,
             marked,
         };
-        if let Some(old) = self.held.insert(key, held) {
+        if let Some(old) = self.held.insert(node, held) {
             self.stats.bytes -= old.bytes;
         }
     }
 
-    /// Everything up to now is written to the backing: deleted keys may be
-    /// looked up there again, and journeys not in `dirty` may be dropped
-    /// from memory, least recently used first, until the estimate is at most
-    /// `budget` bytes (down to three quarters of it, so that eviction runs
-    /// now and then rather than at every commit). Without a backing nothing
-    /// is dropped.
-    pub(crate) fn persisted(&mut self, budget: usize, dirty: &HashSet<String>) {
+    /// Everything taken so far is written to the backing: keys deleted
+    /// before that may be looked up there again, and journeys not in `dirty`
+    /// may be dropped from memory, least recently used first, until the
+    /// estimate is at most `budget` bytes (down to three quarters of it, so
+    /// that eviction runs now and then rather than at every commit). Without
+    /// a backing nothing is dropped.
+    pub(crate) fn persisted(&mut self, budget: usize, dirty: &HashSet<u32>) {
         if self.backing.is_none() {
             return;
         }
@@ -209,24 +223,24 @@ impl Journeys {
             return;
         }
         let target = budget / 4 * 3;
-        let mut candidates: Vec<(u64, &String)> = self
+        let mut candidates: Vec<(u64, u32)> = self
             .held
             .iter()
-            .filter(|(k, _)| !dirty.contains(*k))
-            .map(|(k, h)| (h.used, k))
+            .filter(|(n, _)| !dirty.contains(*n))
+            .map(|(&n, h)| (h.used, n))
             .collect();
         candidates.sort_unstable();
         let mut bytes = self.stats.bytes;
         let mut drop = Vec::new();
-        for (_, key) in candidates {
+        for (_, node) in candidates {
             if bytes <= target {
                 break;
             }
-            bytes -= self.held[key].bytes;
-            drop.push(key.clone());
+            bytes -= self.held[&node].bytes;
+            drop.push(node);
         }
-        for key in drop {
-            if let Some(h) = self.held.remove(&key) {
+        for node in drop {
+            if let Some(h) = self.held.remove(&node) {
                 self.stats.bytes -= h.bytes;
                 self.stats.evictions += 1;
             }

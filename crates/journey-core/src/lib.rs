@@ -16,6 +16,7 @@ mod identity;
 mod journey;
 mod journeys;
 mod model;
+mod names;
 mod nodes;
 mod transition;
 
@@ -29,6 +30,7 @@ pub use identity::{Guards, IdentityGraph, LinkOutcome, RejectReason, Rejection};
 pub use journey::{Emitted, Journey, ModelState};
 pub use journeys::{CacheStats, JourneyBacking};
 pub use model::{StageModel, builtin_models};
+pub use names::Name;
 pub use transition::{Cause, ProfileMerge, Transition, TriggerRef};
 
 /// Milliseconds since the Unix epoch (event time or wall-clock time, as named).

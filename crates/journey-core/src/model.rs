@@ -6,7 +6,7 @@ use std::time::Duration;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 
-use crate::{Millis, ModelError, Touchpoint};
+use crate::{Millis, ModelError, Name, Touchpoint};
 
 /// Index of a stage in its model.
 pub type StageId = u8;
@@ -204,6 +204,8 @@ pub struct StageModel {
     name: String,
     description: String,
     stages: Vec<String>,
+    /// The name and the stage names, shared with every transition.
+    names: (Name, Vec<Name>),
     rules: Vec<Rule>,
     count_types: Vec<HashSet<String>>,
     dispatch: Dispatch,
@@ -405,6 +407,10 @@ impl StageModel {
         }
         let dispatch = Dispatch::build(&rule_types, &count_types);
         Ok(StageModel {
+            names: (
+                file.name.as_str().into(),
+                file.stages.iter().map(|s| s.as_str().into()).collect(),
+            ),
             name: file.name,
             description: file.description,
             stages: file.stages,
@@ -433,6 +439,16 @@ impl StageModel {
     /// Name of a stage id.
     pub fn stage_name(&self, id: StageId) -> &str {
         &self.stages[id as usize]
+    }
+
+    /// The model's name, shared.
+    pub(crate) fn shared_name(&self) -> &Name {
+        &self.names.0
+    }
+
+    /// Name of a stage id, shared.
+    pub(crate) fn shared_stage(&self, id: StageId) -> &Name {
+        &self.names.1[id as usize]
     }
 
     /// Names of the rules in evaluation order.
@@ -478,7 +494,7 @@ impl StageModel {
     /// Whether a rule whose event types admit the touchpoint (see
     /// [`Dispatch`]) applies to it in this state.
     fn rule_applies(r: &Rule, state: &ModelState, tp: &Touchpoint) -> bool {
-        (r.channels.is_empty() || r.channels.contains(&tp.channel))
+        (r.channels.is_empty() || r.channels.contains(&*tp.channel))
             && r.from.as_ref().is_none_or(|f| f.contains(&state.stage))
             && r.count_slot.is_none_or(|slot| {
                 let n = state.counts[slot];

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Identifier, Millis};
+use crate::{Identifier, Millis, Name};
 
 /// What caused a stage transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,9 +36,9 @@ pub struct TriggerRef {
     /// Event id.
     pub event_id: String,
     /// Channel.
-    pub channel: String,
+    pub channel: Name,
     /// Event type.
-    pub event_type: String,
+    pub event_type: Name,
 }
 
 /// A journey moved from one stage (or none) to another.
@@ -49,11 +49,11 @@ pub struct Transition {
     /// The customer's identifiers when the transition happened (sorted).
     pub identifiers: Vec<Identifier>,
     /// Stage model name.
-    pub model: String,
+    pub model: Name,
     /// Previous stage, `None` for the first stage.
-    pub from: Option<String>,
+    pub from: Option<Name>,
     /// New stage.
-    pub to: String,
+    pub to: Name,
     /// Cause.
     pub cause: Cause,
     /// Event time of the transition.
@@ -67,7 +67,7 @@ pub struct Transition {
     /// Touchpoints of the journey so far.
     pub touchpoints: u64,
     /// Touchpoints per channel.
-    pub channel_counts: BTreeMap<String, u64>,
+    pub channel_counts: BTreeMap<Name, u64>,
 }
 
 impl Transition {

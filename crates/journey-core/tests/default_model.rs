@@ -157,7 +157,7 @@ fn good_reviews_advocate_and_bad_ones_do_not() {
     );
     let t = transitions(&out);
     assert_eq!(t.len(), 2);
-    assert_eq!(t[1].to, "advocacy");
+    assert_eq!(&*t[1].to, "advocacy");
     assert_eq!(t[1].trigger.as_ref().unwrap().event_id, "r2");
 }
 
@@ -215,7 +215,7 @@ fn lapse_timer_fires_at_last_touch_plus_180_days_and_win_back() {
     let t = transitions(&out);
     assert_eq!(t.len(), 2);
     assert_eq!(
-        (t[1].from.as_deref(), t[1].to.as_str(), t[1].cause),
+        (t[1].from.as_deref(), &*t[1].to, t[1].cause),
         (Some("purchase"), "lapsed", Cause::Timer)
     );
     assert_eq!(t[1].time, T0 + 180 * DAY);
@@ -624,7 +624,10 @@ fn several_models_run_at_once() {
         ],
     );
     let t = transitions(&out);
-    let got: Vec<(String, String)> = t.iter().map(|t| (t.model.clone(), t.to.clone())).collect();
+    let got: Vec<(String, String)> = t
+        .iter()
+        .map(|t| (t.model.to_string(), t.to.to_string()))
+        .collect();
     assert_eq!(
         got,
         [
@@ -705,6 +708,37 @@ fn an_inactive_customer_expires_with_its_identifiers() {
 }
 
 #[test]
+fn a_customer_that_expires_and_returns_before_a_commit_is_one_write() {
+    // Journeys are held by identity node; the returning customer gets a new
+    // node for the same key, and the commit must carry one change for it:
+    // the new journey, not a tombstone after or before it.
+    let mut e = expiring_engine(30);
+    let ids = [("email", "x@y"), ("anonymous_id", "c1")];
+    run(&mut e, [ev("v", T0, "web", "page_view", &ids)]);
+    e.take_changes();
+    let mut out = Vec::new();
+    e.advance_watermark(T0 + 31 * DAY, &mut out);
+    run(
+        &mut e,
+        [ev(
+            "w",
+            T0 + 32 * DAY,
+            "web",
+            "page_view",
+            &[("email", "x@y")],
+        )],
+    );
+    let changes = e.take_changes();
+    let keys: Vec<(&str, bool)> = changes
+        .journeys
+        .iter()
+        .map(|(k, j)| (k.as_str(), j.is_some()))
+        .collect();
+    assert_eq!(keys, vec![("email:x@y", true)]);
+    assert_eq!(changes.journeys[0].1.as_ref().unwrap().touch_count, 1);
+}
+
+#[test]
 fn activity_postpones_expiry_and_timers_before_it_still_fire() {
     let mut e = expiring_engine(200);
     let id = [("email", "x@y")];
@@ -726,7 +760,7 @@ fn activity_postpones_expiry_and_timers_before_it_still_fire() {
     let kinds: Vec<&str> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Transition(t) => Some(t.to.as_str()),
+            Output::Transition(t) => Some(&*t.to),
             Output::Expired { .. } => Some("expired"),
             _ => None,
         })

@@ -325,9 +325,9 @@ impl Codec {
             ("transition_id".into(), Value::String(t.id())),
             ("customer_key".into(), Value::String(t.customer_key.clone())),
             ("identifiers".into(), identifiers_value(&t.identifiers)),
-            ("model".into(), Value::String(t.model.clone())),
+            ("model".into(), Value::String(t.model.to_string())),
             ("from_stage".into(), opt_str(t.from.as_deref())),
-            ("to_stage".into(), Value::String(t.to.clone())),
+            ("to_stage".into(), Value::String(t.to.to_string())),
             (
                 "cause".into(),
                 Value::Enum(t.cause as u32, t.cause.as_str().into()),
@@ -338,13 +338,10 @@ impl Codec {
                 "trigger_event_id".into(),
                 opt_str(trig.map(|x| x.event_id.as_str())),
             ),
-            (
-                "trigger_channel".into(),
-                opt_str(trig.map(|x| x.channel.as_str())),
-            ),
+            ("trigger_channel".into(), opt_str(trig.map(|x| &*x.channel))),
             (
                 "trigger_event_type".into(),
-                opt_str(trig.map(|x| x.event_type.as_str())),
+                opt_str(trig.map(|x| &*x.event_type)),
             ),
             (
                 "previous_stage_duration_ms".into(),
@@ -360,7 +357,7 @@ impl Codec {
                 Value::Map(
                     t.channel_counts
                         .iter()
-                        .map(|(k, v)| (k.clone(), Value::Long(*v as i64)))
+                        .map(|(k, v)| (k.to_string(), Value::Long(*v as i64)))
                         .collect(),
                 ),
             ),
@@ -587,14 +584,16 @@ fn transition_from_value(v: Value) -> Result<Transition, String> {
     };
     let trigger = opt_string(&f, "trigger_event_id").map(|event_id| TriggerRef {
         event_id,
-        channel: opt_string(&f, "trigger_channel").unwrap_or_default(),
-        event_type: opt_string(&f, "trigger_event_type").unwrap_or_default(),
+        channel: opt_string(&f, "trigger_channel").unwrap_or_default().into(),
+        event_type: opt_string(&f, "trigger_event_type")
+            .unwrap_or_default()
+            .into(),
     });
     let channel_counts = match f.get("channel_counts") {
         Some(Value::Map(m)) => m
             .iter()
             .filter_map(|(k, v)| match v {
-                Value::Long(n) => Some((k.clone(), *n as u64)),
+                Value::Long(n) => Some((k.as_str().into(), *n as u64)),
                 _ => None,
             })
             .collect(),
@@ -603,9 +602,9 @@ fn transition_from_value(v: Value) -> Result<Transition, String> {
     Ok(Transition {
         customer_key: string(&f, "customer_key")?,
         identifiers: identifiers(&f, "identifiers")?,
-        model: string(&f, "model")?,
-        from: opt_string(&f, "from_stage"),
-        to: string(&f, "to_stage")?,
+        model: string(&f, "model")?.into(),
+        from: opt_string(&f, "from_stage").map(Into::into),
+        to: string(&f, "to_stage")?.into(),
         cause,
         time: long(&f, "event_time")?,
         trigger,

@@ -131,11 +131,11 @@ pub fn write_journeys(engine: &Engine, path: &std::path::Path) -> Result<()> {
 
 /// Every journey of an engine as (key, JSON line), sorted by key.
 pub fn journey_lines(engine: &Engine) -> Result<Vec<(String, String)>> {
-    let mut keys: Vec<&String> = engine.journeys().map(|(k, _)| k).collect();
-    keys.sort();
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        let journey = engine.journey(k).expect("listed");
+    let mut journeys: Vec<(String, &journey_core::Journey)> = engine.journeys().collect();
+    journeys.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(journeys.len());
+    for (key, journey) in journeys {
+        let k = &key;
         let ids = journey_core::Identifier::from_key(k)
             .map(|id| engine.identity().members_of(&id))
             .unwrap_or_default();

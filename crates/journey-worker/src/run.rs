@@ -82,13 +82,13 @@ impl Router<'_> {
     fn transition(&self, t: &Transition, source_ts: Option<i64>, batch: &mut Batch) -> Result<()> {
         let now = now_ms();
         let value = self.codec.encode_transition(t, now)?;
-        let from = t.from.clone().unwrap_or_else(|| "none".into());
+        let from = t.from.as_deref().unwrap_or("none");
         self.metrics
             .transitions
-            .with_label_values(&[&t.model, &from, &t.to, t.cause.as_str()])
+            .with_label_values(&[&*t.model, from, &*t.to, t.cause.as_str()])
             .inc();
         if let Some(ts) = source_ts {
-            batch.latencies.push((t.model.clone(), ts));
+            batch.latencies.push((t.model.to_string(), ts));
         }
         let record = OutputRecord {
             topic: self.cfg.topics.transitions.clone(),
@@ -97,15 +97,15 @@ impl Router<'_> {
             headers: vec![
                 Header {
                     name: "model".into(),
-                    value: t.model.clone(),
+                    value: t.model.to_string(),
                 },
                 Header {
                     name: "from".into(),
-                    value: from,
+                    value: from.to_string(),
                 },
                 Header {
                     name: "to".into(),
-                    value: t.to.clone(),
+                    value: t.to.to_string(),
                 },
                 Header {
                     name: "cause".into(),

@@ -82,8 +82,8 @@ pub fn summary(out: &[Output]) -> Vec<(String, String, String, String)> {
         .map(|t| {
             (
                 t.customer_key,
-                t.from.unwrap_or_else(|| "-".into()),
-                t.to,
+                t.from.map_or_else(|| "-".into(), |f| f.to_string()),
+                t.to.to_string(),
                 t.cause.as_str().to_string(),
             )
         })
@@ -102,7 +102,7 @@ pub fn final_view(engine: &Engine) -> BTreeMap<String, (Vec<Option<String>>, Vec
                 .collect();
             let mut ids: Vec<String> = j.touchpoints.iter().map(|t| t.event_id.clone()).collect();
             ids.sort();
-            (k.clone(), (stages, ids))
+            (k, (stages, ids))
         })
         .collect()
 }
