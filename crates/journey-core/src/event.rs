@@ -45,10 +45,10 @@ fn yes() -> bool {
 impl Event {
     /// Checks what the core needs: an id, a type and at least one identifier.
     pub fn validate(&self) -> Result<(), EventError> {
-        if self.event_id.trim().is_empty() {
+        if crate::identifier::is_blank(&self.event_id) {
             return Err(EventError::EmptyEventId);
         }
-        if self.event_type.trim().is_empty() {
+        if crate::identifier::is_blank(&self.event_type) {
             return Err(EventError::EmptyEventType);
         }
         if self.identifiers.is_empty() {

@@ -67,9 +67,19 @@ impl Identifier {
     }
 }
 
+/// Whether `s` is empty or white space only, without a trim in the common
+/// case (text that starts with a printable ASCII character).
+pub(crate) fn is_blank(s: &str) -> bool {
+    match s.as_bytes().first() {
+        None => true,
+        Some(b) if b.is_ascii_graphic() => false,
+        Some(_) => s.trim().is_empty(),
+    }
+}
+
 /// Whether `s` starts or ends with white space (what `str::trim` removes),
 /// looking at its first and last characters only.
-fn needs_trim(s: &str) -> bool {
+pub(crate) fn needs_trim(s: &str) -> bool {
     let edge = |c: Option<char>| c.is_some_and(char::is_whitespace);
     match (s.as_bytes().first(), s.as_bytes().last()) {
         (Some(&a), Some(&b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => false,
@@ -179,6 +189,26 @@ mod tests {
         assert_eq!(id.value, "ana@example.com");
         let id = Identifier::new("customer_id", " C-1 ");
         assert_eq!(id.value, "C-1", "non-email values keep their case");
+    }
+
+    #[test]
+    fn blank_and_trim_checks_agree_with_trim() {
+        for s in [
+            "",
+            " ",
+            "\t\n",
+            "\u{a0}",
+            "a",
+            " a",
+            "a ",
+            "\u{2003}x",
+            "é",
+            "x\u{2003}",
+            "ab",
+        ] {
+            assert_eq!(is_blank(s), s.trim().is_empty(), "{s:?}");
+            assert_eq!(needs_trim(s), s.trim() != s, "{s:?}");
+        }
     }
 
     #[test]

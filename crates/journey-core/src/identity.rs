@@ -39,7 +39,11 @@ impl Default for Guards {
 impl Guards {
     /// Whether a (normalised) value is blocked.
     pub fn is_blocked(&self, value: &str) -> bool {
-        let v = value.trim();
+        let v = if crate::identifier::needs_trim(value) {
+            value.trim()
+        } else {
+            value
+        };
         if self.blocked_values.is_empty() && v.len() > LONGEST_DEFAULT_BLOCKED {
             // Most values: longer than every blocked one.
             return false;
