@@ -11,6 +11,11 @@
 
 use std::time::Instant;
 
+/// The worker's allocator (see `journey-worker`): engine and store are
+/// measured as they run there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use journey_core::{Engine, EngineConfig, StageModel};
 use journey_loadgen::{Generator, Record, Settings};
 use journey_store::{Offsets, Store, StoreBacking, StoreOptions};
