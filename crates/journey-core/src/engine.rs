@@ -885,11 +885,16 @@ impl Engine {
             // Timers due before the touchpoint fire first, and are reported
             // with the journey as it was then: the same transitions as when
             // the watermark fires them before the touchpoint arrives.
-            journey.fire_timers(&self.models, tp.time - 1, &mut changes);
-            for (model, change, _) in changes.drain(..) {
-                self.emit(node, journey, model, change, Cause::Timer, None, out);
+            // `next_due` is never later than the journey's next timer (see
+            // `Engine::schedule`), so most touchpoints skip the timers.
+            let timers_due = journey.next_due.is_some_and(|due| due < tp.time);
+            if timers_due {
+                journey.fire_timers(&self.models, tp.time - 1, &mut changes);
+                for (model, change, _) in changes.drain(..) {
+                    self.emit(node, journey, model, change, Cause::Timer, None, out);
+                }
             }
-            journey.apply_in_order(&self.models, tp, &mut changes);
+            journey.apply_in_order(&self.models, tp, timers_due, &mut changes);
             if !changes.is_empty() {
                 let trig = trigger_of(journey.touchpoints.last().expect("just applied"));
                 for (model, change, timer) in changes.drain(..) {

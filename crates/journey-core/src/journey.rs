@@ -110,18 +110,22 @@ impl Journey {
             .collect();
     }
 
-    /// Applies an in-order touchpoint: due timers first, then the rules.
+    /// Applies an in-order touchpoint: due timers first (unless the caller
+    /// knows none is due: `timers_due` false), then the rules.
     pub(crate) fn apply_in_order(
         &mut self,
         models: &[StageModel],
         tp: Touchpoint,
+        timers_due: bool,
         changes: &mut Vec<(usize, Change, bool)>,
     ) {
         let last = self.last_touch();
         let mut buf = Vec::new();
         for (i, m) in models.iter().enumerate() {
-            m.fire_timers(&mut self.models[i], last, tp.time - 1, &mut buf);
-            changes.extend(buf.drain(..).map(|c| (i, c, true)));
+            if timers_due {
+                m.fire_timers(&mut self.models[i], last, tp.time - 1, &mut buf);
+                changes.extend(buf.drain(..).map(|c| (i, c, true)));
+            }
             if let Some(c) = m.step(&mut self.models[i], &tp) {
                 changes.push((i, c, false));
             }
