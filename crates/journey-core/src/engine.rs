@@ -361,20 +361,14 @@ impl Engine {
             })
             .collect();
         keys.sort_unstable();
-        let mut i = 0;
-        while i < keys.len() {
-            // One change per key: a customer that expired and came back
-            // under a new node since the last take is written, not deleted.
-            let same = keys[i..].iter().take_while(|k| k.0 == keys[i].0).count();
-            let group = &keys[i..i + same];
-            let live = group.iter().find(|(_, n)| self.journeys.holds(*n));
-            let node = live.map(|&(_, n)| n);
+        // One change per key: a customer that expired and came back under
+        // a new node since the last take is written, not deleted.
+        for group in keys.chunk_by(|a, b| a.0 == b.0) {
             for &(_, n) in group {
                 self.journeys.unmark(n);
             }
-            let journey = node.and_then(|n| self.journeys.get(n));
-            change(ChangeRef::Journey(&keys[i].0, journey));
-            i += same;
+            let journey = group.iter().find_map(|&(_, n)| self.journeys.get(n));
+            change(ChangeRef::Journey(&group[0].0, journey));
         }
         self.journeys.taken();
         // A slot released before it was written needs neither write.
@@ -975,13 +969,14 @@ impl Engine {
             self.journey_deleted(*a, absorbed_key);
         }
         let key_str = self.identity.node_key(key);
-        let mut identifiers = Some(self.identity.members_of_node(key));
+        let mut identifiers = self.identity.members_of_node(key);
         for (i, (_, absorbed_key, j)) in parts.iter().enumerate() {
             self.stats.merges += 1;
+            // The last merge output takes the list, the others a copy.
             let identifiers = if i + 1 == parts.len() {
-                identifiers.take().unwrap_or_default()
+                std::mem::take(&mut identifiers)
             } else {
-                identifiers.clone().unwrap_or_default()
+                identifiers.clone()
             };
             out.push(Output::Merge(ProfileMerge {
                 surviving_key: key_str.clone(),

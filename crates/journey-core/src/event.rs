@@ -65,23 +65,21 @@ impl Event {
     /// The journey-relevant part of the event, taken out of it (its id,
     /// channel, type and properties are left empty).
     pub fn take_touchpoint(&mut self) -> Touchpoint {
-        Touchpoint {
-            event_id: std::mem::take(&mut self.event_id),
-            time: self.time,
-            channel: std::mem::take(&mut self.channel).into(),
-            event_type: std::mem::take(&mut self.event_type).into(),
-            offline: self.offline,
-            properties: std::mem::take(&mut self.properties),
-        }
+        self.touchpoint_with(|s| std::mem::take(s).into())
     }
 
     /// [`Event::take_touchpoint`] with the channel and type as shared names.
     pub(crate) fn take_touchpoint_named(&mut self, names: &mut Names) -> Touchpoint {
+        self.touchpoint_with(|s| names.get(s))
+    }
+
+    /// The touchpoint, with the channel and type made names by `name`.
+    fn touchpoint_with(&mut self, mut name: impl FnMut(&mut String) -> Name) -> Touchpoint {
         Touchpoint {
             event_id: std::mem::take(&mut self.event_id),
             time: self.time,
-            channel: names.get(&self.channel),
-            event_type: names.get(&self.event_type),
+            channel: name(&mut self.channel),
+            event_type: name(&mut self.event_type),
             offline: self.offline,
             properties: std::mem::take(&mut self.properties),
         }

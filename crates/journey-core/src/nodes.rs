@@ -157,15 +157,10 @@ impl Nodes {
         }
     }
 
-    /// Writes node `n` as a customer key, `type:value`, into `buf` (cleared first).
-    pub(crate) fn write_key(&self, n: u32, buf: &mut String) {
-        crate::identifier::write_key(self.kind(n), self.value(n), buf);
-    }
-
     /// Node `n` as a customer key, `type:value`.
     pub(crate) fn key(&self, n: u32) -> String {
         let mut key = String::new();
-        self.write_key(n, &mut key);
+        crate::identifier::write_key(self.kind(n), self.value(n), &mut key);
         key
     }
 

@@ -653,12 +653,19 @@ fn expiring_engine(ttl_days: i64) -> Engine {
     )
 }
 
-#[test]
-fn an_inactive_customer_expires_with_its_identifiers() {
+/// An engine expiring customers after 30 days, holding one customer
+/// (`email:x@y` with `anonymous_id:c1`) seen once at T0, its changes taken.
+fn one_customer_expiring_in_30_days() -> Engine {
     let mut e = expiring_engine(30);
     let ids = [("email", "x@y"), ("anonymous_id", "c1")];
     run(&mut e, [ev("v", T0, "web", "page_view", &ids)]);
     e.take_changes();
+    e
+}
+
+#[test]
+fn an_inactive_customer_expires_with_its_identifiers() {
+    let mut e = one_customer_expiring_in_30_days();
     let mut out = Vec::new();
     e.advance_watermark(T0 + 30 * DAY - 1, &mut out);
     assert!(e.journey("email:x@y").is_some(), "not yet due");
@@ -712,10 +719,7 @@ fn a_customer_that_expires_and_returns_before_a_commit_is_one_write() {
     // Journeys are held by identity node; the returning customer gets a new
     // node for the same key, and the commit must carry one change for it:
     // the new journey, not a tombstone after or before it.
-    let mut e = expiring_engine(30);
-    let ids = [("email", "x@y"), ("anonymous_id", "c1")];
-    run(&mut e, [ev("v", T0, "web", "page_view", &ids)]);
-    e.take_changes();
+    let mut e = one_customer_expiring_in_30_days();
     let mut out = Vec::new();
     e.advance_watermark(T0 + 31 * DAY, &mut out);
     run(

@@ -134,9 +134,8 @@ pub fn journey_lines(engine: &Engine) -> Result<Vec<(String, String)>> {
     let mut journeys: Vec<(String, &journey_core::Journey)> = engine.journeys().collect();
     journeys.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(journeys.len());
-    for (key, journey) in journeys {
-        let k = &key;
-        let ids = journey_core::Identifier::from_key(k)
+    for (k, journey) in journeys {
+        let ids = journey_core::Identifier::from_key(&k)
             .map(|id| engine.identity().members_of(&id))
             .unwrap_or_default();
         let stages: Vec<_> = journey.stages(engine.models());
@@ -149,7 +148,7 @@ pub fn journey_lines(engine: &Engine) -> Result<Vec<(String, String)>> {
         let line = serde_json::to_string(
             &serde_json::json!({"key": k, "identifiers": ids, "stages": stages, "touchpoints": touch}),
         )?;
-        out.push((k.clone(), line));
+        out.push((k, line));
     }
     Ok(out)
 }
