@@ -656,7 +656,7 @@ impl Engine {
         self.journey_deleted(node, &key);
         // The forgotten nodes have no key any more: the changed ones (this
         // one, others merged into it) keep theirs for the next take.
-        for &m in self.identity.member_nodes(node) {
+        for m in self.identity.member_nodes(node) {
             if self.dirty.contains(&m) {
                 self.deleted_keys.insert(m, self.identity.node_key(m));
             }

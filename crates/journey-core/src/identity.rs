@@ -2,8 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap as HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::nodes::Nodes;
@@ -120,10 +118,30 @@ pub(crate) struct NodeLinks {
     pub rejected: Vec<(usize, RejectReason)>,
 }
 
-#[derive(Debug, Clone)]
-struct Component {
+/// A node's place in the union-find: 16 bytes per identifier, no
+/// allocation of its own.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    /// Union-find parent (itself at a root).
+    parent: u32,
+    /// The next member of the node's set: the members form a ring, so two
+    /// sets join by swapping two `next`s.
+    next: u32,
+    /// At a root: the set's key node.
     key: u32,
-    members: Vec<u32>,
+    /// At a root: the number of members (0 for a forgotten node).
+    size: u32,
+}
+
+impl Link {
+    fn alone(n: u32) -> Link {
+        Link {
+            parent: n,
+            next: n,
+            key: n,
+            size: 1,
+        }
+    }
 }
 
 /// Union-find over identifiers. Every set's key is its highest-priority member,
@@ -133,8 +151,9 @@ pub struct IdentityGraph {
     priority: Priority,
     guards: Guards,
     nodes: Nodes,
-    parent: Vec<u32>,
-    components: HashMap<u32, Component>,
+    links: Vec<Link>,
+    /// Number of sets (customers).
+    customers: usize,
     /// Identifiers whose customer key changed since the last `take_dirty`.
     dirty: Vec<u32>,
     /// Identifiers forgotten since the last `take_dirty`.
@@ -148,8 +167,8 @@ impl IdentityGraph {
             priority,
             guards,
             nodes: Nodes::default(),
-            parent: Vec::new(),
-            components: HashMap::default(),
+            links: Vec::new(),
+            customers: 0,
             dirty: Vec::new(),
             forgotten: Vec::new(),
         }
@@ -188,8 +207,7 @@ impl IdentityGraph {
             .into_iter()
             .filter(|&n| self.nodes.is_live(n))
             .map(|n| {
-                let root = self.find_readonly(n);
-                let key = self.components[&root].key;
+                let key = self.key_readonly(n);
                 (self.nodes.identifier(n), Some(self.nodes.identifier(key)))
             })
             .collect();
@@ -214,12 +232,16 @@ impl IdentityGraph {
     /// [`IdentityGraph::forget`] the customer of node `n`.
     pub(crate) fn forget_node(&mut self, n: u32) -> Vec<Identifier> {
         let root = self.find(n);
-        let component = self.components.remove(&root).expect("root has a component");
-        let mut out = Vec::with_capacity(component.members.len());
-        for m in component.members {
+        let members = self.ring(root).collect::<Vec<u32>>();
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
             out.push(self.nodes.forget(m));
-            self.parent[m as usize] = m;
+            self.links[m as usize] = Link {
+                size: 0,
+                ..Link::alone(m)
+            };
         }
+        self.customers -= 1;
         out.sort();
         self.forgotten.extend(out.iter().cloned());
         out
@@ -237,34 +259,49 @@ impl IdentityGraph {
 
     /// Number of customers (connected sets).
     pub fn customer_count(&self) -> usize {
-        self.components.len()
+        self.customers
     }
 
     fn find(&mut self, mut x: u32) -> u32 {
         let mut root = x;
-        while self.parent[root as usize] != root {
-            root = self.parent[root as usize];
+        while self.links[root as usize].parent != root {
+            root = self.links[root as usize].parent;
         }
-        while self.parent[x as usize] != root {
-            let next = self.parent[x as usize];
-            self.parent[x as usize] = root;
+        while self.links[x as usize].parent != root {
+            let next = self.links[x as usize].parent;
+            self.links[x as usize].parent = root;
             x = next;
         }
         root
     }
 
     fn find_readonly(&self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            x = self.parent[x as usize];
+        while self.links[x as usize].parent != x {
+            x = self.links[x as usize].parent;
         }
         x
+    }
+
+    /// The key node of node `n`'s set.
+    fn key_readonly(&self, n: u32) -> u32 {
+        self.links[self.find_readonly(n) as usize].key
+    }
+
+    /// The members of node `n`'s set, starting at `n`.
+    fn ring(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut at = Some(n);
+        std::iter::from_fn(move || {
+            let here = at?;
+            let next = self.links[here as usize].next;
+            at = (next != n).then_some(next);
+            Some(here)
+        })
     }
 
     /// The customer key of an identifier, if it is known.
     pub fn key_of(&self, id: &Identifier) -> Option<String> {
         let n = self.nodes.find(id)?;
-        let root = self.find_readonly(n);
-        Some(self.nodes.key(self.components[&root].key))
+        Some(self.nodes.key(self.key_readonly(n)))
     }
 
     /// The key identifier a set of identifiers would have if they were linked
@@ -273,10 +310,7 @@ impl IdentityGraph {
     pub fn resolve(&self, ids: &[Identifier]) -> Option<Identifier> {
         ids.iter()
             .map(|id| match self.nodes.find(id) {
-                Some(n) => {
-                    let root = self.find_readonly(n);
-                    self.nodes.identifier(self.components[&root].key)
-                }
+                Some(n) => self.nodes.identifier(self.key_readonly(n)),
                 None => id.clone(),
             })
             .min_by(|a, b| self.priority.compare(a, b))
@@ -292,12 +326,7 @@ impl IdentityGraph {
 
     /// All identifiers of the customer node `n` belongs to, sorted.
     pub(crate) fn members_of_node(&self, n: u32) -> Vec<Identifier> {
-        let root = self.find_readonly(n);
-        let mut out: Vec<Identifier> = self.components[&root]
-            .members
-            .iter()
-            .map(|&m| self.nodes.identifier(m))
-            .collect();
+        let mut out: Vec<Identifier> = self.ring(n).map(|m| self.nodes.identifier(m)).collect();
         out.sort_unstable();
         out
     }
@@ -316,7 +345,7 @@ impl IdentityGraph {
                 _ => return None,
             }
         }
-        Some(self.components[&root].key)
+        Some(self.links[root as usize].key)
     }
 
     /// The node of a customer key as written (`type:value`, see
@@ -337,8 +366,8 @@ impl IdentityGraph {
     }
 
     /// The nodes of the customer node `n` belongs to.
-    pub(crate) fn member_nodes(&self, n: u32) -> &[u32] {
-        &self.components[&self.find_readonly(n)].members
+    pub(crate) fn member_nodes(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
+        self.ring(n)
     }
 
     /// Whether node `n` is a live identifier (not forgotten).
@@ -380,31 +409,26 @@ impl IdentityGraph {
             return (n, false);
         }
         let n = self.nodes.push(id);
-        self.parent.push(n);
-        self.components.insert(
-            n,
-            Component {
-                key: n,
-                members: vec![n],
-            },
-        );
+        self.links.push(Link::alone(n));
+        self.customers += 1;
         self.dirty.push(n);
         (n, true)
     }
 
-    fn guard(&self, a: &Component, b: &Component) -> Option<RejectReason> {
-        if a.members.len() + b.members.len() > self.guards.max_identifiers {
+    /// Why the sets of roots `a` and `b` may not join, if a guard refuses.
+    fn guard(&self, a: u32, b: u32) -> Option<RejectReason> {
+        let size = |r: u32| self.links[r as usize].size as usize;
+        if size(a) + size(b) > self.guards.max_identifiers {
             return Some(RejectReason::MaxIdentifiers);
         }
         for (kind, &max) in &self.guards.max_per_type {
             let Some(kind) = self.nodes.kind_id(kind) else {
                 continue;
             };
-            let count = a
-                .members
-                .iter()
-                .chain(&b.members)
-                .filter(|&&m| self.nodes.kind_of(m) == kind)
+            let count = self
+                .ring(a)
+                .chain(self.ring(b))
+                .filter(|&m| self.nodes.kind_of(m) == kind)
                 .count();
             if count > max {
                 return Some(RejectReason::MaxPerType);
@@ -454,20 +478,19 @@ impl IdentityGraph {
             && let Some(n) = self.nodes.find(only)
         {
             let root = self.find(n);
-            out.key = self.components[&root].key;
+            out.key = self.links[root as usize].key;
             return;
         }
         let (anchor, _) = self.intern(&ids[0]);
         let mut root = self.find(anchor);
-        out.absorbed.push(self.components[&root].key);
+        out.absorbed.push(self.links[root as usize].key);
         for (i, other) in ids.iter().enumerate().skip(1) {
             let (n, fresh) = self.intern(other);
             let other_root = self.find(n);
             if other_root == root {
                 continue;
             }
-            let (a, b) = (&self.components[&root], &self.components[&other_root]);
-            if let Some(reason) = self.guard(a, b) {
+            if let Some(reason) = self.guard(root, other_root) {
                 if fresh {
                     // A fresh identifier that could not join stays unknown.
                     self.forget_last(other);
@@ -476,12 +499,12 @@ impl IdentityGraph {
                 continue;
             }
             if !fresh {
-                out.absorbed.push(b.key);
+                out.absorbed.push(self.links[other_root as usize].key);
             }
             out.linked.push(i);
             root = self.union(root, other_root);
         }
-        let key = self.components[&root].key;
+        let key = self.links[root as usize].key;
         out.key = key;
         out.absorbed.retain(|&k| k != key);
     }
@@ -505,29 +528,39 @@ impl IdentityGraph {
         let n = self.nodes.slots() as u32 - 1;
         debug_assert_eq!(&self.nodes.identifier(n), id);
         self.nodes.pop();
-        self.parent.pop();
+        self.links.pop();
+        self.customers -= 1;
         self.dirty.retain(|&d| d != n);
-        self.components.remove(&n);
     }
 
     fn union(&mut self, a: u32, b: u32) -> u32 {
-        let ca = self.components.remove(&a).expect("root has a component");
-        let cb = self.components.remove(&b).expect("root has a component");
-        let (mut big, small, big_root, small_root) = if ca.members.len() >= cb.members.len() {
-            (ca, cb, a, b)
-        } else {
-            (cb, ca, b, a)
-        };
-        self.parent[small_root as usize] = big_root;
-        if self.nodes.compare(&self.priority, small.key, big.key) == std::cmp::Ordering::Less {
-            big.key = small.key;
-            self.dirty.extend_from_slice(&big.members);
-        } else {
-            self.dirty.extend_from_slice(&small.members);
+        let (la, lb) = (self.links[a as usize], self.links[b as usize]);
+        let (big, small) = if la.size >= lb.size { (a, b) } else { (b, a) };
+        let (big_key, small_key) = (self.links[big as usize].key, self.links[small as usize].key);
+        // The members whose key changes are the other set's.
+        let (changed, key) =
+            if self.nodes.compare(&self.priority, small_key, big_key) == std::cmp::Ordering::Less {
+                (big, small_key)
+            } else {
+                (small, big_key)
+            };
+        let mut m = changed;
+        loop {
+            self.dirty.push(m);
+            m = self.links[m as usize].next;
+            if m == changed {
+                break;
+            }
         }
-        big.members.extend(small.members);
-        self.components.insert(big_root, big);
-        big_root
+        // Join the rings, then hang the small tree under the big one.
+        self.links[a as usize].next = lb.next;
+        self.links[b as usize].next = la.next;
+        let root = &mut self.links[big as usize];
+        root.key = key;
+        root.size = la.size + lb.size;
+        self.links[small as usize].parent = big;
+        self.customers -= 1;
+        big
     }
 }
 

@@ -1,11 +1,13 @@
 //! The identity graph's node table: every known identifier once, compact,
 //! with an index from identifier to node number.
 //!
-//! Types are few and values many, so a node holds its type as a number into
-//! a small table of type names and its value as one heap string: 24 bytes
-//! plus the value, where an [`Identifier`] takes 48 bytes plus two heap
-//! strings. The index holds node numbers only, hashed and compared through
-//! the table, so no identifier is stored twice.
+//! Types are few and values many, so a node is 12 bytes: its type as a
+//! number into a small table of type names, and where its value lies in one
+//! shared text arena. The index holds node numbers only, hashed and compared
+//! through the table, so no identifier is stored twice and adding one
+//! allocates nothing of its own (the arena and the tables grow by doubling).
+//! Values of forgotten nodes stay in the arena as garbage until it is
+//! compacted, which happens once they are more than half of it.
 
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
@@ -15,10 +17,16 @@ use crate::{Identifier, Priority};
 /// A type number that names no type: the slot of a forgotten identifier.
 const NO_KIND: u32 = u32::MAX;
 
-#[derive(Debug, Clone)]
+/// Garbage below this many bytes is never worth a compaction.
+const MIN_COMPACTION: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy)]
 struct Node {
     kind: u32,
-    value: Box<str>,
+    /// Start of the value in the arena.
+    start: u32,
+    /// Length of the value in bytes.
+    len: u32,
 }
 
 /// Identifiers by node number (see the module documentation).
@@ -26,6 +34,10 @@ struct Node {
 pub(crate) struct Nodes {
     kinds: Vec<String>,
     nodes: Vec<Node>,
+    /// Every live node's value, back to back.
+    arena: String,
+    /// Bytes of the arena no live node uses.
+    garbage: usize,
     index: hashbrown::HashTable<u32>,
     hasher: rustc_hash::FxBuildHasher,
 }
@@ -59,16 +71,22 @@ impl Nodes {
     /// The node of the identifier `kind:value`, if known.
     pub(crate) fn find_parts(&self, kind: &str, value: &str) -> Option<u32> {
         let kind = self.kind_id(kind)?;
-        let nodes = &self.nodes;
         self.index
             .find(self.hash(kind, value), |&n| {
-                let node = &nodes[n as usize];
-                node.kind == kind && &*node.value == value
+                let node = self.nodes[n as usize];
+                node.kind == kind && self.text(node) == value
             })
             .copied()
     }
 
+    fn text(&self, node: Node) -> &str {
+        let start = node.start as usize;
+        &self.arena[start..start + node.len as usize]
+    }
+
     /// Adds an identifier not known yet as a new node, indexed; returns its number.
+    ///
+    /// Panics if the values held would pass 4 GiB.
     pub(crate) fn push(&mut self, id: &Identifier) -> u32 {
         debug_assert!(self.find(id).is_none(), "{id} is already known");
         let kind = match self.kind_id(&id.kind) {
@@ -78,25 +96,53 @@ impl Nodes {
                 (self.kinds.len() - 1) as u32
             }
         };
+        if self.garbage > MIN_COMPACTION && self.garbage > self.arena.len() / 2 {
+            self.compact();
+        }
+        let start = u32::try_from(self.arena.len())
+            .ok()
+            .filter(|s| s.checked_add(id.value.len() as u32).is_some())
+            .expect("the identity graph holds at most 4 GiB of identifier values");
+        self.arena.push_str(&id.value);
         let n = self.nodes.len() as u32;
         self.nodes.push(Node {
             kind,
-            value: id.value.as_str().into(),
+            start,
+            len: id.value.len() as u32,
         });
-        let (hasher, nodes) = (&self.hasher, &self.nodes);
+        let (hasher, nodes, arena) = (&self.hasher, &self.nodes, &self.arena);
         let rehash = |&m: &u32| {
-            let node = &nodes[m as usize];
-            hasher.hash_one((node.kind, &*node.value))
+            let node = nodes[m as usize];
+            let start = node.start as usize;
+            hasher.hash_one((node.kind, &arena[start..start + node.len as usize]))
         };
         self.index.insert_unique(rehash(&n), n, rehash);
         n
+    }
+
+    /// Rewrites the arena with the live values only.
+    fn compact(&mut self) {
+        let mut arena = String::with_capacity(self.arena.len() - self.garbage);
+        for node in self.nodes.iter_mut().filter(|n| n.kind != NO_KIND) {
+            let start = node.start as usize;
+            let at = arena.len() as u32;
+            arena.push_str(&self.arena[start..start + node.len as usize]);
+            node.start = at;
+        }
+        self.arena = arena;
+        self.garbage = 0;
     }
 
     /// Removes the last node added (an identifier that could not join).
     pub(crate) fn pop(&mut self) {
         let n = self.nodes.len() as u32 - 1;
         self.unindex(n);
-        self.nodes.pop();
+        let node = self.nodes.pop().expect("a node to pop");
+        if node.start as usize + node.len as usize == self.arena.len() {
+            self.arena.truncate(node.start as usize);
+        } else {
+            self.garbage += node.len as usize;
+        }
     }
 
     /// Forgets node `n`: it is no longer indexed and its slot stays empty.
@@ -104,16 +150,18 @@ impl Nodes {
     pub(crate) fn forget(&mut self, n: u32) -> Identifier {
         let id = self.identifier(n);
         self.unindex(n);
+        self.garbage += self.nodes[n as usize].len as usize;
         self.nodes[n as usize] = Node {
             kind: NO_KIND,
-            value: Box::default(),
+            start: 0,
+            len: 0,
         };
         id
     }
 
     fn unindex(&mut self, n: u32) {
-        let node = &self.nodes[n as usize];
-        let hash = self.hash(node.kind, &node.value);
+        let node = self.nodes[n as usize];
+        let hash = self.hash(node.kind, self.text(node));
         if let Ok(entry) = self.index.find_entry(hash, |&m| m == n) {
             entry.remove();
         }
@@ -146,7 +194,7 @@ impl Nodes {
 
     /// The value of node `n`.
     pub(crate) fn value(&self, n: u32) -> &str {
-        &self.nodes[n as usize].value
+        self.text(self.nodes[n as usize])
     }
 
     /// The identifier of node `n`.
@@ -189,5 +237,29 @@ mod tests {
         assert_eq!((nodes.len(), nodes.slots()), (1, 2));
         nodes.pop();
         assert_eq!((nodes.len(), nodes.slots()), (0, 1));
+    }
+
+    #[test]
+    fn compaction_keeps_every_live_value() {
+        let mut nodes = Nodes::default();
+        let value = |i: usize| format!("{i:0>1000}");
+        let ids: Vec<u32> = (0..4000)
+            .map(|i| nodes.push(&Identifier::new("anonymous_id", &value(i))))
+            .collect();
+        // Forget three in four: more than half the arena is garbage, so
+        // the next push compacts.
+        for &n in ids.iter().filter(|&&n| n % 4 != 0) {
+            nodes.forget(n);
+        }
+        let before = nodes.arena.len();
+        let extra = nodes.push(&Identifier::new("email", "new@x"));
+        assert!(nodes.arena.len() < before / 2, "compacted");
+        for (i, &n) in ids.iter().enumerate().filter(|(i, _)| i % 4 == 0) {
+            assert_eq!(nodes.value(n), value(i));
+            assert_eq!(nodes.find_parts("anonymous_id", &value(i)), Some(n));
+        }
+        assert_eq!(nodes.find_parts("anonymous_id", &value(1)), None);
+        assert_eq!(nodes.value(extra), "new@x");
+        assert_eq!(nodes.len(), 1001);
     }
 }
