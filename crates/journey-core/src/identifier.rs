@@ -157,7 +157,9 @@ impl Priority {
         &self.order
     }
 
-    fn rank(&self, kind: &str) -> usize {
+    /// The rank of a type: its place in the order, or after every
+    /// configured type for one not configured.
+    pub(crate) fn rank(&self, kind: &str) -> usize {
         self.order
             .iter()
             .position(|k| k == kind)

@@ -408,7 +408,7 @@ impl IdentityGraph {
         if let Some(n) = self.nodes.find(id) {
             return (n, false);
         }
-        let n = self.nodes.push(id);
+        let n = self.nodes.push(id, &self.priority);
         self.links.push(Link::alone(n));
         self.customers += 1;
         self.dirty.push(n);
@@ -521,7 +521,7 @@ impl IdentityGraph {
 
     /// `Less` when node `a` has the higher priority.
     pub(crate) fn compare_nodes(&self, a: u32, b: u32) -> std::cmp::Ordering {
-        self.nodes.compare(&self.priority, a, b)
+        self.nodes.compare(a, b)
     }
 
     fn forget_last(&mut self, id: &Identifier) {
@@ -538,12 +538,11 @@ impl IdentityGraph {
         let (big, small) = if la.size >= lb.size { (a, b) } else { (b, a) };
         let (big_key, small_key) = (self.links[big as usize].key, self.links[small as usize].key);
         // The members whose key changes are the other set's.
-        let (changed, key) =
-            if self.nodes.compare(&self.priority, small_key, big_key) == std::cmp::Ordering::Less {
-                (big, small_key)
-            } else {
-                (small, big_key)
-            };
+        let (changed, key) = if self.nodes.compare(small_key, big_key) == std::cmp::Ordering::Less {
+            (big, small_key)
+        } else {
+            (small, big_key)
+        };
         let mut m = changed;
         loop {
             self.dirty.push(m);

@@ -33,6 +33,8 @@ struct Node {
 #[derive(Clone, Default)]
 pub(crate) struct Nodes {
     kinds: Vec<String>,
+    /// Each type's rank in the priority its nodes were added with.
+    ranks: Vec<usize>,
     nodes: Vec<Node>,
     /// Every live node's value, back to back.
     arena: String,
@@ -84,15 +86,18 @@ impl Nodes {
         &self.arena[start..start + node.len as usize]
     }
 
-    /// Adds an identifier not known yet as a new node, indexed; returns its number.
+    /// Adds an identifier not known yet as a new node, indexed; returns its
+    /// number. Every node of a table must be added with the same priority
+    /// (see [`Nodes::compare`]).
     ///
     /// Panics if the values held would pass 4 GiB.
-    pub(crate) fn push(&mut self, id: &Identifier) -> u32 {
+    pub(crate) fn push(&mut self, id: &Identifier, priority: &Priority) -> u32 {
         debug_assert!(self.find(id).is_none(), "{id} is already known");
         let kind = match self.kind_id(&id.kind) {
             Some(k) => k,
             None => {
                 self.kinds.push(id.kind.clone());
+                self.ranks.push(priority.rank(&id.kind));
                 (self.kinds.len() - 1) as u32
             }
         };
@@ -212,9 +217,19 @@ impl Nodes {
         key
     }
 
-    /// `Less` when node `a` has the higher priority (see [`Priority::compare`]).
-    pub(crate) fn compare(&self, priority: &Priority, a: u32, b: u32) -> Ordering {
-        priority.compare_parts((self.kind(a), self.value(a)), (self.kind(b), self.value(b)))
+    /// `Less` when node `a` has the higher priority (see
+    /// [`Priority::compare`]; the priority is the one the nodes were added
+    /// with, each type's rank taken when its first node was).
+    pub(crate) fn compare(&self, a: u32, b: u32) -> Ordering {
+        let (ka, kb) = (self.kind_of(a), self.kind_of(b));
+        if ka != kb {
+            let (ra, rb) = (self.ranks[ka as usize], self.ranks[kb as usize]);
+            let by_kind = ra.cmp(&rb).then_with(|| self.kind(a).cmp(self.kind(b)));
+            if by_kind != Ordering::Equal {
+                return by_kind;
+            }
+        }
+        self.value(a).cmp(self.value(b))
     }
 }
 
@@ -224,9 +239,9 @@ mod tests {
 
     #[test]
     fn finds_what_it_holds_and_forgets() {
-        let mut nodes = Nodes::default();
-        let a = nodes.push(&Identifier::new("email", "a@x"));
-        let b = nodes.push(&Identifier::new("anonymous_id", "a@x"));
+        let (mut nodes, p) = (Nodes::default(), Priority::default());
+        let a = nodes.push(&Identifier::new("email", "a@x"), &p);
+        let b = nodes.push(&Identifier::new("anonymous_id", "a@x"), &p);
         assert_eq!(nodes.find(&Identifier::new("email", "a@x")), Some(a));
         assert_eq!(nodes.find_parts("anonymous_id", "a@x"), Some(b));
         assert_eq!(nodes.find_parts("phone", "a@x"), None, "unknown type");
@@ -241,10 +256,10 @@ mod tests {
 
     #[test]
     fn compaction_keeps_every_live_value() {
-        let mut nodes = Nodes::default();
+        let (mut nodes, p) = (Nodes::default(), Priority::default());
         let value = |i: usize| format!("{i:0>1000}");
         let ids: Vec<u32> = (0..4000)
-            .map(|i| nodes.push(&Identifier::new("anonymous_id", &value(i))))
+            .map(|i| nodes.push(&Identifier::new("anonymous_id", &value(i)), &p))
             .collect();
         // Forget three in four: more than half the arena is garbage, so
         // the next push compacts.
@@ -252,7 +267,7 @@ mod tests {
             nodes.forget(n);
         }
         let before = nodes.arena.len();
-        let extra = nodes.push(&Identifier::new("email", "new@x"));
+        let extra = nodes.push(&Identifier::new("email", "new@x"), &p);
         assert!(nodes.arena.len() < before / 2, "compacted");
         for (i, &n) in ids.iter().enumerate().filter(|(i, _)| i % 4 == 0) {
             assert_eq!(nodes.value(n), value(i));
