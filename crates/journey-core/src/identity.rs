@@ -289,13 +289,7 @@ impl IdentityGraph {
 
     /// The members of node `n`'s set, starting at `n`.
     fn ring(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
-        let mut at = Some(n);
-        std::iter::from_fn(move || {
-            let here = at?;
-            let next = self.links[here as usize].next;
-            at = (next != n).then_some(next);
-            Some(here)
-        })
+        ring(&self.links, n)
     }
 
     /// The customer key of an identifier, if it is known.
@@ -543,14 +537,7 @@ impl IdentityGraph {
         } else {
             (small, big_key)
         };
-        let mut m = changed;
-        loop {
-            self.dirty.push(m);
-            m = self.links[m as usize].next;
-            if m == changed {
-                break;
-            }
-        }
+        self.dirty.extend(ring(&self.links, changed));
         // Join the rings, then hang the small tree under the big one.
         self.links[a as usize].next = lb.next;
         self.links[b as usize].next = la.next;
@@ -561,6 +548,17 @@ impl IdentityGraph {
         self.customers -= 1;
         big
     }
+}
+
+/// The members of node `n`'s set in `links`, starting at `n`.
+fn ring(links: &[Link], n: u32) -> impl Iterator<Item = u32> + '_ {
+    let mut at = Some(n);
+    std::iter::from_fn(move || {
+        let here = at?;
+        let next = links[here as usize].next;
+        at = (next != n).then_some(next);
+        Some(here)
+    })
 }
 
 #[cfg(test)]

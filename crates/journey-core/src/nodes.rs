@@ -82,8 +82,7 @@ impl Nodes {
     }
 
     fn text(&self, node: Node) -> &str {
-        let start = node.start as usize;
-        &self.arena[start..start + node.len as usize]
+        text_in(&self.arena, node)
     }
 
     /// Adds an identifier not known yet as a new node, indexed; returns its
@@ -104,10 +103,11 @@ impl Nodes {
         if self.garbage > MIN_COMPACTION && self.garbage > self.arena.len() / 2 {
             self.compact();
         }
-        let start = u32::try_from(self.arena.len())
-            .ok()
-            .filter(|s| s.checked_add(id.value.len() as u32).is_some())
-            .expect("the identity graph holds at most 4 GiB of identifier values");
+        assert!(
+            self.arena.len() + id.value.len() <= u32::MAX as usize,
+            "the identity graph holds at most 4 GiB of identifier values"
+        );
+        let start = self.arena.len() as u32;
         self.arena.push_str(&id.value);
         let n = self.nodes.len() as u32;
         self.nodes.push(Node {
@@ -118,8 +118,7 @@ impl Nodes {
         let (hasher, nodes, arena) = (&self.hasher, &self.nodes, &self.arena);
         let rehash = |&m: &u32| {
             let node = nodes[m as usize];
-            let start = node.start as usize;
-            hasher.hash_one((node.kind, &arena[start..start + node.len as usize]))
+            hasher.hash_one((node.kind, text_in(arena, node)))
         };
         self.index.insert_unique(rehash(&n), n, rehash);
         n
@@ -129,9 +128,8 @@ impl Nodes {
     fn compact(&mut self) {
         let mut arena = String::with_capacity(self.arena.len() - self.garbage);
         for node in self.nodes.iter_mut().filter(|n| n.kind != NO_KIND) {
-            let start = node.start as usize;
             let at = arena.len() as u32;
-            arena.push_str(&self.arena[start..start + node.len as usize]);
+            arena.push_str(text_in(&self.arena, *node));
             node.start = at;
         }
         self.arena = arena;
@@ -223,14 +221,18 @@ impl Nodes {
     pub(crate) fn compare(&self, a: u32, b: u32) -> Ordering {
         let (ka, kb) = (self.kind_of(a), self.kind_of(b));
         if ka != kb {
+            // Different type numbers are different type names.
             let (ra, rb) = (self.ranks[ka as usize], self.ranks[kb as usize]);
-            let by_kind = ra.cmp(&rb).then_with(|| self.kind(a).cmp(self.kind(b)));
-            if by_kind != Ordering::Equal {
-                return by_kind;
-            }
+            return ra.cmp(&rb).then_with(|| self.kind(a).cmp(self.kind(b)));
         }
         self.value(a).cmp(self.value(b))
     }
+}
+
+/// The value of `node` in `arena`.
+fn text_in(arena: &str, node: Node) -> &str {
+    let start = node.start as usize;
+    &arena[start..start + node.len as usize]
 }
 
 #[cfg(test)]
