@@ -165,6 +165,15 @@ pub struct Engine {
     deleted_keys: rustc_hash::FxHashMap<u32, String>,
     /// Reused for what linking an event's identifiers did.
     links: NodeLinks,
+    /// The identity graph is a cache over the backing (see
+    /// [`Engine::restore_paged`]), of about this many bytes.
+    identity_budget: Option<usize>,
+    /// Timer entries of journeys not held in memory, by customer key
+    /// (paged engines only: their nodes may leave memory).
+    parked: BTreeSet<(Millis, String)>,
+    /// Identifiers forgotten since the last persisted commit: the backing
+    /// still has them, and they must not be read back from it.
+    gone_ids: rustc_hash::FxHashSet<Identifier>,
 }
 
 /// An event held until the watermark passes it.
@@ -208,6 +217,10 @@ pub struct StateChanges {
     pub journeys: Vec<(String, Option<Journey>)>,
     /// Identifiers and their current key identifier (none: forgotten).
     pub identities: Vec<(Identifier, Option<Identifier>)>,
+    /// Customers by key with all their identifiers, sorted (none: the key
+    /// no longer names a customer), so that a store can give a customer
+    /// back whole (see [`JourneyBacking::customer`]).
+    pub customers: Vec<(String, Option<Vec<Identifier>>)>,
     /// Events held since the last take (`Some`), and held events written
     /// before and released since (`None`), by (event time, event id). Give
     /// the held ones back at restore with [`Engine::hold_restored`].
@@ -244,6 +257,9 @@ impl Engine {
             dirty: Default::default(),
             deleted_keys: Default::default(),
             links: NodeLinks::default(),
+            identity_budget: None,
+            parked: BTreeSet::new(),
+            gone_ids: Default::default(),
         }
     }
 
@@ -319,6 +335,60 @@ impl Engine {
         e
     }
 
+    /// An engine resuming from stored state that holds neither its journeys
+    /// nor its identity graph whole: both are caches over the backing, read
+    /// on first use (a customer's identifiers with
+    /// [`JourneyBacking::customer`]) and dropped after a persisted commit
+    /// (see [`Engine::persisted`]), the graph once its estimate (see
+    /// [`IdentityGraph::memory_bytes`]) passes `identity_budget_bytes`:
+    /// customers whose journeys are not held go. `timers` are the journeys'
+    /// `next_due` entries.
+    ///
+    /// [`Engine::route_key`] and [`Engine::identity`] see the customers held
+    /// only: a paging engine is for a worker that resolves its own events.
+    pub fn restore_paged(
+        config: EngineConfig,
+        models: Vec<StageModel>,
+        backing: Box<dyn JourneyBacking>,
+        timers: impl IntoIterator<Item = (Millis, String)>,
+        meta: EngineMeta,
+        identity_budget_bytes: usize,
+    ) -> Self {
+        let mut e = Engine::restore(config, models, [], [], meta);
+        e.journeys.set_backing(backing);
+        e.parked.extend(timers);
+        e.identity_budget = Some(identity_budget_bytes);
+        e
+    }
+
+    /// Reads the stored customers of `ids` not held (a paging engine).
+    fn page_in(&mut self, ids: &[Identifier]) {
+        if self.identity_budget.is_none() {
+            return;
+        }
+        for id in ids {
+            if self.identity.node(id).is_some() || self.gone_ids.contains(id) {
+                continue;
+            }
+            if let Some(members) = self.journeys.load_customer(id) {
+                let members: Vec<Identifier> = members
+                    .into_iter()
+                    .filter(|m| !self.gone_ids.contains(m))
+                    .collect();
+                self.identity.adopt(&members);
+            }
+        }
+    }
+
+    /// [`Engine::page_in`] the customer of a key (`type:value`).
+    fn page_in_key(&mut self, key: &str) {
+        if self.identity_budget.is_some()
+            && let Some(id) = Identifier::from_key(key)
+        {
+            self.page_in(std::slice::from_ref(&id));
+        }
+    }
+
     /// Takes what changed since the last take (journeys, identities) and the
     /// engine-wide state.
     pub fn take_changes(&mut self) -> StateChanges {
@@ -381,9 +451,11 @@ impl Engine {
                 change(ChangeRef::Held((slot.0, &slot.1), Some(&held.event)));
             }
         }
+        let identity = self.identity.take_changes();
         StateChanges {
             journeys: Vec::new(),
-            identities: self.identity.take_dirty(),
+            identities: identity.identities,
+            customers: identity.customers,
             held: Vec::new(),
             meta: meta.then(|| self.meta()),
         }
@@ -442,7 +514,7 @@ impl Engine {
 
     /// Timers scheduled (some may be stale and are skipped when due).
     pub fn timers_pending(&self) -> usize {
-        self.timers.len()
+        self.timers.len() + self.parked.len()
     }
 
     /// The identity graph.
@@ -479,9 +551,50 @@ impl Engine {
     /// [`Engine::take_changes`]) is written to its backing: journeys changed
     /// since may stay, others may be dropped from memory until the estimate
     /// of those held is at most `budget_bytes`. Does nothing without a
-    /// backing.
+    /// backing. A paging engine (see [`Engine::restore_paged`]) also drops
+    /// customers from its identity graph.
     pub fn persisted(&mut self, budget_bytes: usize) {
-        self.journeys.persisted(budget_bytes, &self.dirty);
+        let dropped = self.journeys.persisted(budget_bytes, &self.dirty);
+        let Some(identity_budget) = self.identity_budget else {
+            return;
+        };
+        self.gone_ids.clear();
+        // A dropped journey's timer waits under its key: its customer's
+        // nodes may leave memory.
+        for (node, due) in dropped {
+            if let Some(due) = due {
+                self.timers.remove(&(due, node));
+                self.parked.insert((due, self.identity.node_key(node)));
+            }
+        }
+        let settled =
+            self.dirty.is_empty() && self.deleted_keys.is_empty() && !self.identity.has_changes();
+        if !settled {
+            return;
+        }
+        self.identity.recycle_forgotten();
+        let held = self.journeys.stats().resident;
+        let customers = self.identity.customer_count();
+        // Only customers without a journey in memory leave: a sweep is
+        // worth it when they are a good share of those held.
+        if self.identity.memory_bytes() <= identity_budget
+            || customers - held.min(customers) < customers / 8
+        {
+            return;
+        }
+        let journeys = &self.journeys;
+        let identity = &self.identity;
+        let cold: Vec<u32> = identity
+            .roots()
+            .map(|(key, _)| key)
+            .filter(|&key| identity.member_nodes(key).all(|m| !journeys.holds(m)))
+            .collect();
+        let mut dropped = 0;
+        for key in cold {
+            self.identity.evict(key);
+            dropped += 1;
+        }
+        self.journeys.customers_evicted(dropped);
     }
 
     /// Submits an event. Invalid events are refused (the caller dead-letters
@@ -537,6 +650,7 @@ impl Engine {
             }
             std::collections::btree_map::Entry::Occupied(_) => {
                 self.stats.duplicates += 1;
+                self.page_in(&event.identifiers[..1]);
                 let customer_key = self
                     .identity
                     .key_of(&event.identifiers[0])
@@ -592,6 +706,16 @@ impl Engine {
     /// in due order.
     fn fire_timers_until(&mut self, until: Millis, out: &mut Vec<Output>) {
         let until = until.min(self.watermark);
+        // Parked timers due join the others, their customers read back.
+        while let Some((due, _)) = self.parked.first()
+            && *due <= until
+        {
+            let (due, key) = self.parked.pop_first().expect("just seen");
+            self.page_in_key(&key);
+            if let Some(node) = self.identity.node_of_key(&key) {
+                self.timers.insert((due, node));
+            }
+        }
         let mut batch = Vec::new();
         while let Some(&(due, _)) = self.timers.first() {
             if due > until {
@@ -662,6 +786,9 @@ impl Engine {
             }
         }
         let forgotten = self.identity.forget_node(node);
+        if self.identity_budget.is_some() {
+            self.gone_ids.extend(forgotten.iter().cloned());
+        }
         out.push(Output::Expired {
             customer_key: key,
             last_touch: journey.last_touch(),
@@ -711,6 +838,7 @@ impl Engine {
         if usable.len() < 2 {
             return;
         }
+        self.page_in(&usable);
         let mut links = std::mem::take(&mut self.links);
         self.identity.link_nodes(&usable, &mut links);
         self.merge_linked(event, &links, out);
@@ -752,6 +880,7 @@ impl Engine {
     /// Removes a journey to hand it to the worker that owns its key now (its
     /// deletion is part of the next [`Engine::take_changes`]).
     pub fn export(&mut self, key: &str) -> Option<Journey> {
+        self.page_in_key(key);
         let node = self.identity.node_of_key(key)?;
         let journey = self.take_journey(node)?;
         self.journey_deleted(node, key);
@@ -771,6 +900,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let (usable, _) = self.identity.usable_owned(vec![to, from.clone()]);
+        self.page_in(&usable);
         let outcome = self.identity.link(&usable);
         let from_key = from.key();
         // Held under its old key until the merge below moves it (a key a
@@ -807,7 +937,13 @@ impl Engine {
     fn process(&mut self, event: &mut Event, out: &mut Vec<Output>) {
         let node = match self.identity.settled_node(&event.identifiers) {
             Some(node) => node,
-            None => self.link(event, out),
+            None => {
+                self.page_in(&event.identifiers);
+                match self.identity.settled_node(&event.identifiers) {
+                    Some(node) => node,
+                    None => self.link(event, out),
+                }
+            }
         };
         let (mut journey, mut marked) = match self.take_journey_marked(node) {
             Some(taken) => taken,

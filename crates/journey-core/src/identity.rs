@@ -158,6 +158,30 @@ pub struct IdentityGraph {
     dirty: Vec<u32>,
     /// Identifiers forgotten since the last `take_dirty`.
     forgotten: Vec<Identifier>,
+    /// Nodes added since the last `take_dirty` (never written as a
+    /// customer key, so a key they lose needs no deletion).
+    fresh: rustc_hash::FxHashSet<u32>,
+    /// Nodes that stopped being their customer's key since the last
+    /// `take_dirty`.
+    deposed: rustc_hash::FxHashSet<u32>,
+    /// Keys of customers forgotten since the last `take_dirty`.
+    forgotten_keys: Vec<String>,
+    /// Slots of forgotten nodes, reusable once nothing refers to them
+    /// (see [`IdentityGraph::recycle_forgotten`]).
+    forgotten_slots: Vec<u32>,
+}
+
+/// What changed in the graph since the last take: the records a state
+/// store writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityChanges {
+    /// Identifiers whose key changed (or that are new), with their key
+    /// identifier; forgotten ones first, with none.
+    pub identities: Vec<(Identifier, Option<Identifier>)>,
+    /// Customers whose members changed, by key, with all their members
+    /// (sorted); customers that no longer exist under a key (merged into
+    /// another, or forgotten), with none. In key order.
+    pub customers: Vec<(String, Option<Vec<Identifier>>)>,
 }
 
 impl IdentityGraph {
@@ -171,6 +195,10 @@ impl IdentityGraph {
             customers: 0,
             dirty: Vec::new(),
             forgotten: Vec::new(),
+            fresh: Default::default(),
+            deposed: Default::default(),
+            forgotten_keys: Vec::new(),
+            forgotten_slots: Vec::new(),
         }
     }
 
@@ -191,37 +219,141 @@ impl IdentityGraph {
                 g.union(rk, rn);
             }
         }
-        g.dirty.clear();
+        g.settle();
         g
+    }
+
+    /// Forgets what changed so far: the graph is as stored.
+    fn settle(&mut self) {
+        self.dirty.clear();
+        self.fresh.clear();
+        self.deposed.clear();
     }
 
     /// Identifiers whose customer key changed (or that are new) since the last
     /// call, with their current key identifier; forgotten ones (see
     /// [`IdentityGraph::forget`]) first, with none.
     pub fn take_dirty(&mut self) -> Vec<(Identifier, Option<Identifier>)> {
+        self.take_changes().identities
+    }
+
+    /// What changed since the last call (or [`IdentityGraph::take_dirty`]):
+    /// identifiers and customers.
+    pub fn take_changes(&mut self) -> IdentityChanges {
         let mut nodes = std::mem::take(&mut self.dirty);
         nodes.sort_unstable();
         nodes.dedup();
+        nodes.retain(|&n| self.nodes.is_live(n));
         let forgotten = std::mem::take(&mut self.forgotten);
-        let live: Vec<(Identifier, Option<Identifier>)> = nodes
-            .into_iter()
-            .filter(|&n| self.nodes.is_live(n))
-            .map(|n| {
-                let key = self.key_readonly(n);
-                (self.nodes.identifier(n), Some(self.nodes.identifier(key)))
-            })
-            .collect();
-        forgotten
+        let identities: Vec<(Identifier, Option<Identifier>)> = forgotten
             .into_iter()
             .map(|id| (id, None))
-            .chain(live)
-            .collect()
+            .chain(nodes.iter().map(|&n| {
+                let key = self.key_readonly(n);
+                (self.nodes.identifier(n), Some(self.nodes.identifier(key)))
+            }))
+            .collect();
+        let mut roots: Vec<u32> = nodes.iter().map(|&n| self.find_readonly(n)).collect();
+        roots.sort_unstable();
+        roots.dedup();
+        let fresh = std::mem::take(&mut self.fresh);
+        let mut customers: Vec<(String, Option<Vec<Identifier>>)> =
+            std::mem::take(&mut self.forgotten_keys)
+                .into_iter()
+                .map(|key| (key, None))
+                .collect();
+        for n in std::mem::take(&mut self.deposed) {
+            if self.nodes.is_live(n) && !fresh.contains(&n) && self.key_readonly(n) != n {
+                customers.push((self.nodes.key(n), None));
+            }
+        }
+        for r in roots {
+            let key = self.links[r as usize].key;
+            customers.push((self.nodes.key(key), Some(self.members_of_node(r))));
+        }
+        // One record per key, a customer's members over its deletion (a
+        // key forgotten and linked again since the last take).
+        customers.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.is_some().cmp(&b.1.is_some())));
+        customers.reverse();
+        customers.dedup_by(|later, kept| later.0 == kept.0);
+        customers.reverse();
+        IdentityChanges {
+            identities,
+            customers,
+        }
+    }
+
+    /// Whether anything changed since the last take.
+    pub(crate) fn has_changes(&self) -> bool {
+        !(self.dirty.is_empty()
+            && self.forgotten.is_empty()
+            && self.deposed.is_empty()
+            && self.forgotten_keys.is_empty())
+    }
+
+    /// Adds a stored customer (its members, as [`IdentityChanges::customers`]
+    /// gives them) without reporting it as changed: the graph pages it in.
+    /// Members already known are joined too (guards are not re-checked).
+    pub(crate) fn adopt(&mut self, members: &[Identifier]) {
+        let mut root = None;
+        for id in members {
+            let n = match self.nodes.find(id) {
+                Some(n) => n,
+                None => self.add(id),
+            };
+            let r = self.find(n);
+            root = Some(match root {
+                Some(root) if root != r => self.join(root, r, false),
+                _ => r,
+            });
+        }
+    }
+
+    /// Drops the customer of live node `n` from memory without reporting
+    /// it (its stored state is current): the graph pages it out. Returns
+    /// how many identifiers it held. Its slots are reused: whoever refers
+    /// to them must be done with them.
+    pub(crate) fn evict(&mut self, n: u32) -> usize {
+        let members = self.ring(n).collect::<Vec<u32>>();
+        for &m in &members {
+            self.nodes.release(m);
+            self.links[m as usize] = Link {
+                size: 0,
+                ..Link::alone(m)
+            };
+        }
+        self.customers -= 1;
+        members.len()
+    }
+
+    /// The customers held: (key node, number of members), for eviction.
+    pub(crate) fn roots(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.links
+            .iter()
+            .enumerate()
+            .filter(|&(i, l)| l.parent == i as u32 && l.size > 0)
+            .map(|(_, l)| (l.key, l.size))
+    }
+
+    /// Makes the slots of nodes forgotten so far reusable: call only when
+    /// nothing refers to them any more (their changes are written).
+    pub(crate) fn recycle_forgotten(&mut self) {
+        for n in std::mem::take(&mut self.forgotten_slots) {
+            self.nodes.recycle(n);
+        }
+    }
+
+    /// Estimated bytes the graph holds in memory: per identifier its node,
+    /// link, index entry and value.
+    pub fn memory_bytes(&self) -> usize {
+        self.nodes.len() * 40 + self.nodes.value_bytes()
     }
 
     /// Forgets the customer an identifier belongs to: all its identifiers
     /// become unknown (reported by [`IdentityGraph::take_dirty`] with no key).
     /// Returns them, sorted. Their slots stay allocated, empty, until the
-    /// graph is rebuilt from storage.
+    /// graph is rebuilt from storage (or, in a paging engine, the change is
+    /// written).
     pub fn forget(&mut self, id: &Identifier) -> Vec<Identifier> {
         match self.nodes.find(id) {
             Some(n) => self.forget_node(n),
@@ -234,12 +366,21 @@ impl IdentityGraph {
         let root = self.find(n);
         let members = self.ring(root).collect::<Vec<u32>>();
         let mut out = Vec::with_capacity(members.len());
+        self.forgotten_keys
+            .push(self.nodes.key(self.links[root as usize].key));
+        for &m in &members {
+            // A key it lost since the last take goes with it.
+            if self.deposed.remove(&m) && !self.fresh.contains(&m) {
+                self.forgotten_keys.push(self.nodes.key(m));
+            }
+        }
         for m in members {
             out.push(self.nodes.forget(m));
             self.links[m as usize] = Link {
                 size: 0,
                 ..Link::alone(m)
             };
+            self.forgotten_slots.push(m);
         }
         self.customers -= 1;
         out.sort();
@@ -356,6 +497,7 @@ impl IdentityGraph {
         });
         let (n, _) = self.intern(&id);
         self.dirty.retain(|&d| d != n);
+        self.fresh.remove(&n);
         n
     }
 
@@ -402,11 +544,21 @@ impl IdentityGraph {
         if let Some(n) = self.nodes.find(id) {
             return (n, false);
         }
-        let n = self.nodes.push(id, &self.priority);
-        self.links.push(Link::alone(n));
-        self.customers += 1;
+        let n = self.add(id);
         self.dirty.push(n);
+        self.fresh.insert(n);
         (n, true)
+    }
+
+    /// Adds an identifier not known yet as a customer of its own.
+    fn add(&mut self, id: &Identifier) -> u32 {
+        let n = self.nodes.push(id, &self.priority);
+        match self.links.get_mut(n as usize) {
+            Some(slot) => *slot = Link::alone(n),
+            None => self.links.push(Link::alone(n)),
+        }
+        self.customers += 1;
+        n
     }
 
     /// Why the sets of roots `a` and `b` may not join, if a guard refuses.
@@ -487,7 +639,7 @@ impl IdentityGraph {
             if let Some(reason) = self.guard(root, other_root) {
                 if fresh {
                     // A fresh identifier that could not join stays unknown.
-                    self.forget_last(other);
+                    self.forget_fresh(n);
                 }
                 out.rejected.push((i, reason));
                 continue;
@@ -518,16 +670,26 @@ impl IdentityGraph {
         self.nodes.compare(a, b)
     }
 
-    fn forget_last(&mut self, id: &Identifier) {
-        let n = self.nodes.slots() as u32 - 1;
-        debug_assert_eq!(&self.nodes.identifier(n), id);
-        self.nodes.pop();
-        self.links.pop();
+    /// Removes node `n`, just added and still alone.
+    fn forget_fresh(&mut self, n: u32) {
+        self.nodes.unpush(n);
+        if n as usize >= self.nodes.slots() {
+            self.links.truncate(self.nodes.slots());
+        }
         self.customers -= 1;
         self.dirty.retain(|&d| d != n);
+        self.fresh.remove(&n);
     }
 
+    /// Joins the sets of roots `a` and `b`, reporting the members whose key
+    /// changes (and the key they lose); returns the new root.
     fn union(&mut self, a: u32, b: u32) -> u32 {
+        self.join(a, b, true)
+    }
+
+    /// Joins the sets of roots `a` and `b`, reporting the change or not;
+    /// returns the new root.
+    fn join(&mut self, a: u32, b: u32, report: bool) -> u32 {
         let (la, lb) = (self.links[a as usize], self.links[b as usize]);
         let (big, small) = if la.size >= lb.size { (a, b) } else { (b, a) };
         let (big_key, small_key) = (self.links[big as usize].key, self.links[small as usize].key);
@@ -537,7 +699,10 @@ impl IdentityGraph {
         } else {
             (small, big_key)
         };
-        self.dirty.extend(ring(&self.links, changed));
+        if report {
+            self.dirty.extend(ring(&self.links, changed));
+            self.deposed.insert(self.links[changed as usize].key);
+        }
         // Join the rings, then hang the small tree under the big one.
         self.links[a as usize].next = lb.next;
         self.links[b as usize].next = la.next;
@@ -662,6 +827,48 @@ mod tests {
         assert_eq!(out.rejected[0].reason, RejectReason::MaxIdentifiers);
         assert_eq!(g.key_of(&id("anonymous_id", "2")), None);
         assert_eq!(g.members_of(&id("email", "a@x")).len(), 2);
+    }
+
+    #[test]
+    fn customer_records_follow_merges_and_forgetting() {
+        let mut g = graph();
+        link(&mut g, &[id("anonymous_id", "a")]);
+        link(&mut g, &[id("anonymous_id", "b")]);
+        let first = g.take_changes();
+        assert_eq!(
+            first.customers,
+            vec![
+                ("anonymous_id:a".into(), Some(vec![id("anonymous_id", "a")])),
+                ("anonymous_id:b".into(), Some(vec![id("anonymous_id", "b")])),
+            ]
+        );
+        // An email joins both: the two stored keys are deleted, the new one
+        // holds all three; the email's own fresh key never was written.
+        link(&mut g, &[id("email", "x@y"), id("anonymous_id", "a")]);
+        link(&mut g, &[id("email", "x@y"), id("anonymous_id", "b")]);
+        let merged = vec![
+            id("anonymous_id", "a"),
+            id("anonymous_id", "b"),
+            id("email", "x@y"),
+        ];
+        assert_eq!(
+            g.take_changes().customers,
+            vec![
+                ("anonymous_id:a".into(), None),
+                ("anonymous_id:b".into(), None),
+                ("email:x@y".into(), Some(merged.clone())),
+            ]
+        );
+        // Paged out and back in: the same customer, nothing to write.
+        let n = g.node(&id("anonymous_id", "b")).unwrap();
+        assert_eq!(g.evict(n), 3);
+        assert_eq!((g.customer_count(), g.identifier_count()), (0, 0));
+        g.adopt(&merged);
+        assert_eq!(g.key_of(&id("anonymous_id", "a")).unwrap(), "email:x@y");
+        assert_eq!(g.members_of(&id("email", "x@y")), merged);
+        assert_eq!(g.take_changes(), IdentityChanges::default());
+        g.forget(&id("email", "x@y"));
+        assert_eq!(g.take_changes().customers, vec![("email:x@y".into(), None)]);
     }
 
     #[test]

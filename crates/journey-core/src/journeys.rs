@@ -25,6 +25,16 @@ pub trait JourneyBacking: Send {
     /// caller must not commit what the engine did since.
     fn load(&mut self, key: &str) -> Option<Journey>;
 
+    /// All identifiers of the stored customer `id` belongs to (`id` among
+    /// them), if it is known: what an engine paging its identity graph
+    /// (see `Engine::restore_paged`) reads when it meets an identifier it
+    /// does not hold. A failed read is reported as for
+    /// [`JourneyBacking::load`]. By default no customer is known.
+    fn customer(&mut self, id: &crate::Identifier) -> Option<Vec<crate::Identifier>> {
+        let _ = id;
+        None
+    }
+
     /// The first read failure since the last call, if any.
     fn take_error(&mut self) -> Option<String>;
 }
@@ -42,6 +52,12 @@ pub struct CacheStats {
     pub absent: u64,
     /// Journeys dropped from memory.
     pub evictions: u64,
+    /// Customers (identifier sets) read from the backing, when the engine
+    /// pages its identity graph.
+    pub customer_loads: u64,
+    /// Customers dropped from memory, when the engine pages its identity
+    /// graph.
+    pub customer_evictions: u64,
 }
 
 /// A journey in memory. Boxed: the map's slots stay small (better locality
@@ -99,6 +115,21 @@ impl Journeys {
 
     pub(crate) fn set_backing(&mut self, backing: Box<dyn JourneyBacking>) {
         self.backing = Some(backing);
+    }
+
+    /// The stored customer of an identifier (see [`JourneyBacking::customer`]).
+    pub(crate) fn load_customer(
+        &mut self,
+        id: &crate::Identifier,
+    ) -> Option<Vec<crate::Identifier>> {
+        let members = self.backing.as_mut()?.customer(id)?;
+        self.stats.customer_loads += 1;
+        Some(members)
+    }
+
+    /// Counts customers dropped from memory.
+    pub(crate) fn customers_evicted(&mut self, n: usize) {
+        self.stats.customer_evictions += n as u64;
     }
 
     pub(crate) fn take_error(&mut self) -> Option<String> {
@@ -213,14 +244,19 @@ impl Journeys {
     /// may be dropped from memory, least recently used first, until the
     /// estimate is at most `budget` bytes (down to three quarters of it, so
     /// that eviction runs now and then rather than at every commit). Without
-    /// a backing nothing is dropped.
-    pub(crate) fn persisted(&mut self, budget: usize, dirty: &HashSet<u32>) {
+    /// a backing nothing is dropped. Returns the nodes dropped, with their
+    /// journey's next timer.
+    pub(crate) fn persisted(
+        &mut self,
+        budget: usize,
+        dirty: &HashSet<u32>,
+    ) -> Vec<(u32, Option<crate::Millis>)> {
         if self.backing.is_none() {
-            return;
+            return Vec::new();
         }
         self.gone.clear();
         if self.stats.bytes <= budget {
-            return;
+            return Vec::new();
         }
         let target = budget / 4 * 3;
         let mut candidates: Vec<(u64, u32)> = self
@@ -239,11 +275,13 @@ impl Journeys {
             bytes -= self.held[&node].bytes;
             drop.push(node);
         }
-        for node in drop {
-            if let Some(h) = self.held.remove(&node) {
+        drop.into_iter()
+            .filter_map(|node| {
+                let h = self.held.remove(&node)?;
                 self.stats.bytes -= h.bytes;
                 self.stats.evictions += 1;
-            }
-        }
+                Some((node, h.journey.next_due))
+            })
+            .collect()
     }
 }

@@ -26,7 +26,7 @@ pub use engine::{
 pub use error::{Error, EventError, ModelError, Result};
 pub use event::{Event, Touchpoint};
 pub use identifier::{Identifier, Priority};
-pub use identity::{Guards, IdentityGraph, LinkOutcome, RejectReason, Rejection};
+pub use identity::{Guards, IdentityChanges, IdentityGraph, LinkOutcome, RejectReason, Rejection};
 pub use journey::{Emitted, Journey, ModelState};
 pub use journeys::{CacheStats, JourneyBacking};
 pub use model::{StageModel, builtin_models};

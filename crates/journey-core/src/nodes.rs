@@ -7,7 +7,8 @@
 //! through the table, so no identifier is stored twice and adding one
 //! allocates nothing of its own (the arena and the tables grow by doubling).
 //! Values of forgotten nodes stay in the arena as garbage until it is
-//! compacted, which happens once they are more than half of it.
+//! compacted, which happens once they are more than half of it. Slots
+//! released (see [`Nodes::release`]) are reused by the next nodes added.
 
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
@@ -40,6 +41,8 @@ pub(crate) struct Nodes {
     arena: String,
     /// Bytes of the arena no live node uses.
     garbage: usize,
+    /// Released slots, reused before the table grows.
+    free: Vec<u32>,
     index: hashbrown::HashTable<u32>,
     hasher: rustc_hash::FxBuildHasher,
 }
@@ -109,12 +112,21 @@ impl Nodes {
         );
         let start = self.arena.len() as u32;
         self.arena.push_str(&id.value);
-        let n = self.nodes.len() as u32;
-        self.nodes.push(Node {
+        let node = Node {
             kind,
             start,
             len: id.value.len() as u32,
-        });
+        };
+        let n = match self.free.pop() {
+            Some(n) => {
+                self.nodes[n as usize] = node;
+                n
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
         let (hasher, nodes, arena) = (&self.hasher, &self.nodes, &self.arena);
         let rehash = |&m: &u32| {
             let node = nodes[m as usize];
@@ -136,16 +148,48 @@ impl Nodes {
         self.garbage = 0;
     }
 
-    /// Removes the last node added (an identifier that could not join).
-    pub(crate) fn pop(&mut self) {
-        let n = self.nodes.len() as u32 - 1;
+    /// Removes node `n`, the last one added (an identifier that could not
+    /// join): its slot is free again.
+    pub(crate) fn unpush(&mut self, n: u32) {
         self.unindex(n);
-        let node = self.nodes.pop().expect("a node to pop");
+        let node = self.nodes[n as usize];
         if node.start as usize + node.len as usize == self.arena.len() {
             self.arena.truncate(node.start as usize);
         } else {
             self.garbage += node.len as usize;
         }
+        if n as usize + 1 == self.nodes.len() {
+            self.nodes.pop();
+        } else {
+            self.clear(n);
+            self.free.push(n);
+        }
+    }
+
+    /// Empties slot `n` (forgotten or released).
+    fn clear(&mut self, n: u32) {
+        self.nodes[n as usize] = Node {
+            kind: NO_KIND,
+            start: 0,
+            len: 0,
+        };
+    }
+
+    /// Drops live node `n` from the table: no longer indexed, and its slot
+    /// is reused by a later [`Nodes::push`]. Whoever refers to `n` must be
+    /// done with it.
+    pub(crate) fn release(&mut self, n: u32) {
+        debug_assert!(self.is_live(n));
+        self.unindex(n);
+        self.garbage += self.nodes[n as usize].len as usize;
+        self.clear(n);
+        self.free.push(n);
+    }
+
+    /// Makes the slot of forgotten node `n` reusable.
+    pub(crate) fn recycle(&mut self, n: u32) {
+        debug_assert!(!self.is_live(n));
+        self.free.push(n);
     }
 
     /// Forgets node `n`: it is no longer indexed and its slot stays empty.
@@ -154,11 +198,7 @@ impl Nodes {
         let id = self.identifier(n);
         self.unindex(n);
         self.garbage += self.nodes[n as usize].len as usize;
-        self.nodes[n as usize] = Node {
-            kind: NO_KIND,
-            start: 0,
-            len: 0,
-        };
+        self.clear(n);
         id
     }
 
@@ -183,6 +223,11 @@ impl Nodes {
     /// Number of identifiers known.
     pub(crate) fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Bytes of the live nodes' values.
+    pub(crate) fn value_bytes(&self) -> usize {
+        self.arena.len() - self.garbage
     }
 
     /// The type name of node `n`.
@@ -252,8 +297,25 @@ mod tests {
         assert_eq!(nodes.find(&Identifier::new("email", "a@x")), None);
         assert!(!nodes.is_live(a) && nodes.is_live(b));
         assert_eq!((nodes.len(), nodes.slots()), (1, 2));
-        nodes.pop();
+        nodes.unpush(b);
         assert_eq!((nodes.len(), nodes.slots()), (0, 1));
+    }
+
+    #[test]
+    fn released_slots_are_reused() {
+        let (mut nodes, p) = (Nodes::default(), Priority::default());
+        let a = nodes.push(&Identifier::new("email", "a@x"), &p);
+        let b = nodes.push(&Identifier::new("email", "b@x"), &p);
+        nodes.release(a);
+        assert_eq!(nodes.find(&Identifier::new("email", "a@x")), None);
+        let c = nodes.push(&Identifier::new("phone", "123"), &p);
+        assert_eq!(c, a, "the released slot");
+        assert_eq!(nodes.key(c), "phone:123");
+        assert_eq!(nodes.find_parts("email", "b@x"), Some(b));
+        // Removing the last slot shrinks the table.
+        nodes.unpush(b);
+        let d = nodes.push(&Identifier::new("email", "d@x"), &p);
+        assert_eq!((d, nodes.slots(), nodes.len()), (b, 2, 2));
     }
 
     #[test]

@@ -176,11 +176,34 @@ fn assert_no_held_events_in(meta: &journey_core::EngineMeta) {
 struct FakeStore {
     journeys: BTreeMap<String, journey_core::Journey>,
     identities: BTreeMap<Identifier, Identifier>,
+    customers: BTreeMap<String, Vec<Identifier>>,
     held: BTreeMap<(i64, String), Event>,
     meta: journey_core::EngineMeta,
 }
 
 impl FakeStore {
+    /// The customers written agree with the identities written: every
+    /// identifier is a member of its key's customer, and every member of a
+    /// customer has its key.
+    fn assert_customers_agree(&self) {
+        for (id, key) in &self.identities {
+            let members = self.customers.get(&key.key());
+            assert!(
+                members.is_some_and(|m| m.contains(id)),
+                "{id} -> {key}: {members:?}"
+            );
+        }
+        for (key, members) in &self.customers {
+            for m in members {
+                assert_eq!(
+                    self.identities.get(m).map(Identifier::key).as_ref(),
+                    Some(key),
+                    "{m}"
+                );
+            }
+        }
+    }
+
     fn apply(&mut self, c: journey_core::StateChanges) {
         for (k, j) in c.journeys {
             match j {
@@ -192,6 +215,12 @@ impl FakeStore {
             match key {
                 Some(key) => self.identities.insert(id, key),
                 None => self.identities.remove(&id),
+            };
+        }
+        for (key, members) in c.customers {
+            match members {
+                Some(members) => self.customers.insert(key, members),
+                None => self.customers.remove(&key),
             };
         }
         for (slot, ev) in c.held {
@@ -257,6 +286,11 @@ impl journey_core::JourneyBacking for SharedBacking {
         self.0.lock().unwrap().journeys.get(key).cloned()
     }
 
+    fn customer(&mut self, id: &Identifier) -> Option<Vec<Identifier>> {
+        let s = self.0.lock().unwrap();
+        s.customers.get(&s.identities.get(id)?.key()).cloned()
+    }
+
     fn take_error(&mut self) -> Option<String> {
         None
     }
@@ -270,7 +304,7 @@ proptest! {
     /// between commits as the worker does, gives the same outputs and final
     /// journeys as one holding everything in memory.
     #[test]
-    fn a_journey_cache_of_any_size_changes_nothing(events in workload(), every in 1usize..7, part in 1usize..4, budget in prop::sample::select(vec![0usize, 3000, 1 << 30]), ttl_days in 0i64..20) {
+    fn a_journey_cache_of_any_size_changes_nothing(events in workload(), every in 1usize..7, part in 1usize..4, budget in prop::sample::select(vec![0usize, 3000, 1 << 30]), ttl_days in 0i64..20, paged in any::<bool>()) {
         let config = journey_core::EngineConfig {
             out_of_order_ms: DAY,
             customer_ttl_ms: ttl_days * DAY,
@@ -278,14 +312,27 @@ proptest! {
         };
         let mut memory = journey_core::Engine::new(config.clone(), journey_core::builtin_models());
         let store = std::sync::Arc::new(std::sync::Mutex::new(FakeStore::default()));
-        let mut backed = journey_core::Engine::restore_backed(
-            config,
-            journey_core::builtin_models(),
-            Box::new(SharedBacking(store.clone())),
-            [],
-            [],
-            journey_core::EngineMeta::default(),
-        );
+        // Paged: the identity graph too is a cache over the store, of no
+        // bytes (every customer without a journey in memory leaves).
+        let mut backed = if paged {
+            journey_core::Engine::restore_paged(
+                config,
+                journey_core::builtin_models(),
+                Box::new(SharedBacking(store.clone())),
+                [],
+                journey_core::EngineMeta::default(),
+                0,
+            )
+        } else {
+            journey_core::Engine::restore_backed(
+                config,
+                journey_core::builtin_models(),
+                Box::new(SharedBacking(store.clone())),
+                [],
+                [],
+                journey_core::EngineMeta::default(),
+            )
+        };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         // Changes sent before the commit, written to the store at the commit.
         let mut staged = Vec::new();
@@ -301,11 +348,15 @@ proptest! {
                 for c in staged.drain(..) {
                     s.apply(c);
                 }
+                s.assert_customers_agree();
                 drop(s);
                 backed.persisted(budget);
                 if budget == 0 {
                     // Everything is written: nothing needs to stay.
                     prop_assert_eq!(backed.cache_stats().resident, 0);
+                    if paged {
+                        prop_assert_eq!(backed.identity().customer_count(), 0);
+                    }
                 }
             }
         }

@@ -1,11 +1,14 @@
 //! Engine + store applying a generated workload, against raw RocksDB puts of
 //! the same number and size of writes, in one run.
 //!
-//! `cargo bench -p journey-store --bench apply -- [EVENTS] [CUSTOMERS] [CACHE]`
-//! (defaults 1,000,000 events, 100,000 customers, 0). `CACHE` > 0 bounds
-//! the journeys held in memory to about that many bytes (the others are read
-//! back from the store, as the worker does with `state.journey-cache-bytes`);
-//! 0 holds every journey in memory. Prints the process's peak RSS.
+//! `cargo bench -p journey-store --bench apply -- [EVENTS] [CUSTOMERS] [CACHE] [IDENTITY]`
+//! (defaults 1,000,000 events, 100,000 customers, 0, 64 MiB). `CACHE` > 0
+//! bounds the journeys held in memory to about that many bytes (the others
+//! are read back from the store, as the worker does with
+//! `state.journey-cache-bytes`); 0 holds every journey in memory. With
+//! `CACHE` > 0, `IDENTITY` > 0 pages the identity graph too, as the worker
+//! does with `state.identity-cache-bytes`; 0 holds the whole graph. Prints
+//! the process's peak RSS.
 
 #![allow(missing_docs)]
 
@@ -28,6 +31,7 @@ fn main() {
     let events = args.first().copied().unwrap_or(1_000_000) as usize;
     let customers = args.get(1).copied().unwrap_or(100_000);
     let cache = args.get(2).copied().unwrap_or(0) as usize;
+    let identity_budget = args.get(3).copied().unwrap_or(64 << 20) as usize;
     // Generated in chunks outside the timed part, so that the input never
     // holds more than one chunk of memory.
     let mut input = Generator::new(Settings {
@@ -49,6 +53,15 @@ fn main() {
     let models = vec![StageModel::builtin("funnel5").expect("builtin")];
     let mut engine = if cache == 0 {
         Engine::new(config, models)
+    } else if identity_budget > 0 {
+        Engine::restore_paged(
+            config,
+            models,
+            Box::new(StoreBacking::new(store.clone())),
+            [],
+            Default::default(),
+            identity_budget,
+        )
     } else {
         Engine::restore_backed(
             config,
@@ -180,5 +193,18 @@ fn main() {
             format!("{} MiB", cache >> 20)
         }
     );
+    println!(
+        "identity graph              {} customers, ~{} MiB in memory ({}), {} customers read back, {} dropped",
+        engine.identity().customer_count(),
+        engine.identity().memory_bytes() >> 20,
+        if cache > 0 && identity_budget > 0 {
+            format!("paged, budget {} MiB", identity_budget >> 20)
+        } else {
+            "all in memory".to_string()
+        },
+        c.customer_loads,
+        c.customer_evictions
+    );
+    println!("timers pending              {}", engine.timers_pending());
     println!("peak RSS (engine+store run) {peak}");
 }

@@ -1,9 +1,9 @@
-//! The store as the engine's journey backing: journeys not held in memory
-//! are read from RocksDB on first use.
+//! The store as the engine's journey backing: journeys (and, for a paging
+//! engine, customers) not held in memory are read from RocksDB on first use.
 
 use std::sync::Arc;
 
-use journey_core::{Journey, JourneyBacking};
+use journey_core::{Identifier, Journey, JourneyBacking};
 
 use crate::Store;
 
@@ -27,6 +27,16 @@ impl JourneyBacking for StoreBacking {
             Ok(j) => j,
             Err(e) => {
                 self.error.get_or_insert_with(|| format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn customer(&mut self, id: &Identifier) -> Option<Vec<Identifier>> {
+        match self.store.customer_of(id) {
+            Ok(members) => members,
+            Err(e) => {
+                self.error.get_or_insert_with(|| format!("{id}: {e}"));
                 None
             }
         }

@@ -19,16 +19,23 @@ const CF_IDENTITIES: &str = "identities";
 const CF_META: &str = "meta";
 /// Events held until the watermark passes them, by (event time, event id).
 const CF_HELD: &str = "held";
-const CFS: [&str; 4] = [CF_JOURNEYS, CF_IDENTITIES, CF_META, CF_HELD];
+/// Customers by key: all their identifiers (so that a customer is read
+/// back whole).
+const CF_CUSTOMERS: &str = "customers";
+const CFS: [&str; 5] = [CF_JOURNEYS, CF_IDENTITIES, CF_META, CF_HELD, CF_CUSTOMERS];
 /// Changelog key prefixes, one per column family.
 const TAG_JOURNEY: u8 = b'j';
 const TAG_IDENTITY: u8 = b'i';
 const TAG_META: u8 = b'm';
 const TAG_HELD: u8 = b'h';
+const TAG_CUSTOMER: u8 = b'c';
 const META_ENGINE: &[u8] = b"engine";
 const META_OFFSETS: &[u8] = b"offsets";
 const META_FORMAT: &[u8] = b"format";
 const META_CHANGELOG_RESUME: &[u8] = b"changelog-resume";
+/// Present when the customers column family agrees with the identities
+/// (stores written before it existed get it built at load).
+const META_CUSTOMER_INDEX: &[u8] = b"customer-index";
 
 /// Raw key/value rows of one column family.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -125,6 +132,10 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     cache: Cache,
+    /// Identity and customer records restored from a changelog (see
+    /// [`Store::apply_changelog`]): identities without customers come from
+    /// a version that did not write them, and the index is rebuilt.
+    restored: std::sync::Mutex<(u64, u64)>,
 }
 
 fn journey_record(key: &str, journey: Option<&Journey>) -> ChangelogRecord {
@@ -157,6 +168,15 @@ fn held_record(slot: (Millis, &str), event: Option<&Event>) -> ChangelogRecord {
 /// The identity and engine-wide records of `changes` (not its journeys
 /// or held events).
 fn append_records(changelog: &mut Vec<ChangelogRecord>, changes: &StateChanges) {
+    for (key, members) in &changes.customers {
+        let mut k = Vec::with_capacity(1 + key.len());
+        k.push(TAG_CUSTOMER);
+        k.extend_from_slice(key.as_bytes());
+        changelog.push(ChangelogRecord {
+            key: k,
+            value: members.as_ref().map(codec::encode),
+        });
+    }
     for (id, key) in &changes.identities {
         let mut k = vec![TAG_IDENTITY];
         k.extend(identity_key(id));
@@ -209,7 +229,10 @@ impl Store {
                     return Ok((store, Opened::Fresh));
                 }
                 match store.format() {
-                    Ok(Some(codec::FORMAT_VERSION)) => Ok((store, Opened::Existing)),
+                    Ok(Some(codec::FORMAT_VERSION)) => {
+                        store.ensure_customer_index()?;
+                        Ok((store, Opened::Existing))
+                    }
                     other => {
                         let reason = match other {
                             Ok(Some(v)) => format!(
@@ -274,6 +297,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             cache,
+            restored: Default::default(),
         })
     }
 
@@ -286,7 +310,71 @@ impl Store {
     fn put_format(&self) -> Result<()> {
         self.db
             .put_cf(self.cf(CF_META), META_FORMAT, [codec::FORMAT_VERSION])
-            .map_err(|e| Error::db("write format marker", e))
+            .map_err(|e| Error::db("write format marker", e))?;
+        self.put_customer_index_marker()
+    }
+
+    fn put_customer_index_marker(&self) -> Result<()> {
+        self.db
+            .put_cf(self.cf(CF_META), META_CUSTOMER_INDEX, [1])
+            .map_err(|e| Error::db("write customer index marker", e))
+    }
+
+    /// Builds the customers column family from the identities when it may
+    /// not agree with them: a store written before it existed, or restored
+    /// from a changelog that has identity records and no customer records.
+    /// Reads the identities in chunks (memory stays bounded); a customer
+    /// spread over chunks is read back and extended.
+    fn ensure_customer_index(&self) -> Result<()> {
+        let marked = self
+            .db
+            .get_cf(self.cf(CF_META), META_CUSTOMER_INDEX)
+            .map_err(|e| Error::db("read customer index marker", e))?
+            .is_some();
+        let (identities, customers) = *self.restored.lock().expect("not poisoned");
+        if marked && !(identities > 0 && customers == 0) {
+            return Ok(());
+        }
+        warn!(path = %self.path.display(), "building the customer index from the identities");
+        let cf = self.cf(CF_CUSTOMERS);
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| Error::db("scan customers", e))?;
+            batch.delete_cf(cf, k);
+        }
+        self.db
+            .write(batch)
+            .map_err(|e| Error::db("clear customers", e))?;
+        let mut chunk: BTreeMap<String, Vec<Identifier>> = BTreeMap::new();
+        let mut rows = self
+            .db
+            .iterator_cf(self.cf(CF_IDENTITIES), IteratorMode::Start)
+            .peekable();
+        while rows.peek().is_some() {
+            chunk.clear();
+            for item in rows.by_ref().take(100_000) {
+                let (k, v) = item.map_err(|e| Error::db("scan identities", e))?;
+                let key: Identifier = codec::decode("identity", &v)?;
+                chunk
+                    .entry(key.key())
+                    .or_default()
+                    .push(parse_identity_key(&k)?);
+            }
+            let mut batch = WriteBatch::default();
+            for (key, mut members) in std::mem::take(&mut chunk) {
+                if let Some(earlier) = self.customer(&key)? {
+                    members.extend(earlier);
+                }
+                members.sort();
+                members.dedup();
+                batch.put_cf(cf, key.as_bytes(), codec::encode(&members));
+            }
+            self.db
+                .write(batch)
+                .map_err(|e| Error::db("write customer index", e))?;
+        }
+        *self.restored.lock().expect("not poisoned") = (0, 0);
+        self.put_customer_index_marker()
     }
 
     fn format(&self) -> Result<Option<u8>> {
@@ -338,6 +426,7 @@ impl Store {
                 Some((&TAG_IDENTITY, k)) => (CF_IDENTITIES, k),
                 Some((&TAG_META, k)) => (CF_META, k),
                 Some((&TAG_HELD, k)) => (CF_HELD, k),
+                Some((&TAG_CUSTOMER, k)) => (CF_CUSTOMERS, k),
                 _ => {
                     return Err(Error::Decode {
                         what: "changelog key".into(),
@@ -411,6 +500,16 @@ impl Store {
 
     /// Applies changelog records (a restore), in order, in one batch.
     pub fn apply_changelog(&self, records: &[ChangelogRecord]) -> Result<()> {
+        {
+            let mut restored = self.restored.lock().expect("not poisoned");
+            for r in records {
+                match r.key.first() {
+                    Some(&TAG_IDENTITY) => restored.0 += 1,
+                    Some(&TAG_CUSTOMER) => restored.1 += 1,
+                    _ => {}
+                }
+            }
+        }
         let mut batch = WriteBatch::default();
         self.batch_records(&mut batch, records)?;
         self.db
@@ -441,16 +540,24 @@ impl Store {
 
     /// Reads the whole state (the engine keeps it in memory).
     pub fn load(&self) -> Result<Loaded> {
-        self.load_with(true)
+        self.load_with(true, true)
     }
 
     /// Everything but the journeys themselves: their timer entries instead,
     /// for an engine that reads journeys from the store on first use.
     pub fn load_index(&self) -> Result<Loaded> {
-        self.load_with(false)
+        self.load_with(false, true)
     }
 
-    fn load_with(&self, journeys: bool) -> Result<Loaded> {
+    /// [`Store::load_index`] without the identities, for an engine that
+    /// reads customers from the store on first use too
+    /// (`Engine::restore_paged`).
+    pub fn load_timers(&self) -> Result<Loaded> {
+        self.load_with(false, false)
+    }
+
+    fn load_with(&self, journeys: bool, identities: bool) -> Result<Loaded> {
+        self.ensure_customer_index()?;
         let mut out = Loaded {
             offsets: self.offsets()?,
             ..Loaded::default()
@@ -471,10 +578,11 @@ impl Store {
                 out.timers.push((due, key));
             }
         }
-        for item in self
+        let rows = self
             .db
             .iterator_cf(self.cf(CF_IDENTITIES), IteratorMode::Start)
-        {
+            .take(if identities { usize::MAX } else { 0 });
+        for item in rows {
             let (k, v) = item.map_err(|e| Error::db("scan identities", e))?;
             out.identities
                 .push((parse_identity_key(&k)?, codec::decode("identity", &v)?));
@@ -524,6 +632,35 @@ impl Store {
         {
             Some(v) => Ok(Some(codec::decode("identity", &v)?)),
             None => Ok(None),
+        }
+    }
+
+    /// The identifiers of a customer, by key (sorted).
+    pub fn customer(&self, key: &str) -> Result<Option<Vec<Identifier>>> {
+        match self
+            .db
+            .get_cf(self.cf(CF_CUSTOMERS), key.as_bytes())
+            .map_err(|e| Error::db("read customer", e))?
+        {
+            Some(v) => Ok(Some(codec::decode(&format!("customer {key}"), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All identifiers of the customer an identifier belongs to, if known.
+    /// An identifier whose key names no stored customer is an error (the
+    /// two column families disagree).
+    pub fn customer_of(&self, id: &Identifier) -> Result<Option<Vec<Identifier>>> {
+        let Some(key) = self.key_of(id)? else {
+            return Ok(None);
+        };
+        let key = key.key();
+        match self.customer(&key)? {
+            Some(members) => Ok(Some(members)),
+            None => Err(Error::Decode {
+                what: format!("customer {key}"),
+                message: format!("{id} belongs to it, but it is not stored"),
+            }),
         }
     }
 

@@ -106,8 +106,9 @@ fn restoring_the_changelog_into_an_empty_directory_gives_identical_column_famili
     let (a, b) = (store.dump().unwrap(), copy.dump().unwrap());
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
-        ["held", "identities", "journeys", "meta"]
+        ["customers", "held", "identities", "journeys", "meta"]
     );
+    assert!(a["customers"].len() > 100);
     assert!(a["journeys"].len() > 100);
     assert_eq!(a, b);
     // Deletions (merged-away journeys) are tombstones in the changelog.
@@ -327,4 +328,66 @@ fn a_commit_writes_the_events_held_since_the_last_not_all_held() {
     let loaded = store.load().unwrap();
     assert_eq!(loaded.held.len(), e.pending());
     assert!(loaded.meta.pending.is_empty());
+}
+
+#[test]
+fn a_changelog_without_customer_records_gets_the_customer_index_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("a"), StoreOptions::default()).unwrap();
+    let (_, changelog) = drive(&store, 3000, 100);
+    // As an older version wrote it: identities, no customers.
+    let older: Vec<_> = changelog.into_iter().filter(|r| r.key[0] != b'c').collect();
+    let (copy, _) = Store::open(&dir.path().join("b"), StoreOptions::default()).unwrap();
+    copy.apply_changelog(&older).unwrap();
+    copy.set_offsets(&store.offsets().unwrap()).unwrap();
+    assert!(copy.dump().unwrap()["customers"].is_empty());
+    copy.load_timers().unwrap();
+    assert_eq!(copy.dump().unwrap(), store.dump().unwrap());
+}
+
+#[test]
+fn an_engine_paging_customers_from_the_store_continues_like_one_holding_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("state"), StoreOptions::default()).unwrap();
+    let (mut original, _) = drive(&store, 3000, 250);
+    let store = std::sync::Arc::new(store);
+    let index = store.load_timers().unwrap();
+    assert!(index.identities.is_empty() && index.journeys.is_empty());
+    let mut paged = Engine::restore_paged(
+        EngineConfig {
+            out_of_order_ms: 3_600_000,
+            ..EngineConfig::default()
+        },
+        builtin_models(),
+        Box::new(journey_store::StoreBacking::new(store.clone())),
+        index.timers,
+        index.meta,
+        0,
+    );
+    paged.hold_restored(index.held);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, ev) in more_events(2000).into_iter().enumerate() {
+        let _ = original.submit(ev.clone(), &mut a);
+        let _ = paged.submit(ev, &mut b);
+        if (i + 1) % 100 == 0 {
+            // Commit, then keep no journey and no customer in memory.
+            let prepared = Store::prepare_from(&mut paged, true);
+            store
+                .write(
+                    &prepared,
+                    &Offsets::from([(("in".to_string(), 0), 4000 + i as i64)]),
+                )
+                .unwrap();
+            paged.persisted(0);
+            assert_eq!(paged.identity().customer_count(), 0);
+        }
+    }
+    assert_eq!(a, b);
+    assert_eq!(original.stats(), paged.stats());
+    let c = paged.cache_stats();
+    assert!(
+        c.customer_loads > 100 && c.customer_evictions > 100,
+        "{c:?}"
+    );
+    assert_eq!(paged.backing_error(), None);
 }

@@ -244,6 +244,14 @@ pub struct State {
     /// their customer is next seen. 0 keeps every journey in memory (and
     /// loads them all at start-up).
     pub journey_cache_bytes: usize,
+    /// The identity graph kept in memory (an estimate of its size), bytes,
+    /// when journeys are cached (`journey-cache-bytes` > 0) and one instance
+    /// runs: once the graph passes it after a commit, customers whose
+    /// journey is not in memory are dropped, and read from RocksDB when
+    /// next seen. 0 keeps the whole graph in memory (loaded at start-up).
+    /// Several instances always keep the whole graph (each resolves
+    /// events against all of it).
+    pub identity_cache_bytes: usize,
     /// Time allowed to read the changelog when restoring.
     #[serde(with = "humantime_serde")]
     pub restore_timeout: Duration,
@@ -256,6 +264,7 @@ impl Default for State {
             block_cache_bytes: 128 << 20,
             write_buffer_bytes: 64 << 20,
             journey_cache_bytes: 128 << 20,
+            identity_cache_bytes: 64 << 20,
             restore_timeout: Duration::from_secs(600),
         }
     }

@@ -275,11 +275,10 @@ fn show_journey(
         return Ok(false);
     };
     let members: Vec<String> = store
-        .load()?
-        .identities
-        .into_iter()
-        .filter(|(_, k)| *k == key)
-        .map(|(i, _)| i.key())
+        .customer_of(id)?
+        .unwrap_or_default()
+        .iter()
+        .map(|i| i.key())
         .collect();
     println!("customer key  {key}");
     println!("identifiers   {}", members.join(", "));

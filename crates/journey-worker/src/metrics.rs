@@ -45,6 +45,9 @@ pub struct Metrics {
     pub cached_journey_bytes: IntGauge,
     pub journey_loads: IntCounter,
     pub journey_evictions: IntCounter,
+    pub identity_bytes: IntGauge,
+    pub customer_loads: IntCounter,
+    pub customer_evictions: IntCounter,
     pub restore_records: IntGauge,
     pub restore_seconds: prometheus::Gauge,
     /// Health flags read by `/health/*`.
@@ -139,9 +142,10 @@ pub enum Held {
     BlockCacheBytes,
     CachedJourneys,
     CachedJourneyBytes,
+    IdentityBytes,
 }
 
-const HELD: usize = 9;
+const HELD: usize = 10;
 
 /// Counters a share advances to its totals (see [`Contribution`]).
 #[derive(Debug, Clone, Copy)]
@@ -151,9 +155,11 @@ pub enum Counted {
     Late,
     JourneyLoads,
     JourneyEvictions,
+    CustomerLoads,
+    CustomerEvictions,
 }
 
-const COUNTED: usize = 5;
+const COUNTED: usize = 7;
 
 /// One share's part of the process-wide metrics: counters advance by the
 /// change of the share's engine totals and gauges by the change of its
@@ -187,6 +193,7 @@ impl Contribution {
             Held::BlockCacheBytes => &m.state_block_cache_bytes,
             Held::CachedJourneys => &m.cached_journeys,
             Held::CachedJourneyBytes => &m.cached_journey_bytes,
+            Held::IdentityBytes => &m.identity_bytes,
         }
     }
 
@@ -205,6 +212,8 @@ impl Contribution {
             Counted::Late => &m.late,
             Counted::JourneyLoads => &m.journey_loads,
             Counted::JourneyEvictions => &m.journey_evictions,
+            Counted::CustomerLoads => &m.customer_loads,
+            Counted::CustomerEvictions => &m.customer_evictions,
         };
         let counted = &self.counted[c as usize];
         counter.inc_by(total.saturating_sub(counted.get()));
@@ -224,6 +233,7 @@ impl Drop for Contribution {
             Held::BlockCacheBytes,
             Held::CachedJourneys,
             Held::CachedJourneyBytes,
+            Held::IdentityBytes,
         ] {
             self.hold(g, 0);
         }
@@ -427,6 +437,21 @@ impl Metrics {
                 r,
                 "journey_journey_evictions_total",
                 "Journeys dropped from memory to stay within state.journey-cache-bytes.",
+            ),
+            identity_bytes: gauge(
+                r,
+                "journey_identity_graph_bytes",
+                "Estimated bytes of the identity graph held in memory (bounded by state.identity-cache-bytes when it pages).",
+            ),
+            customer_loads: counter(
+                r,
+                "journey_customer_loads_total",
+                "Customers (identifier sets) read from RocksDB because they were not in memory.",
+            ),
+            customer_evictions: counter(
+                r,
+                "journey_customer_evictions_total",
+                "Customers dropped from memory to stay within state.identity-cache-bytes.",
             ),
             restore_records: gauge(
                 r,

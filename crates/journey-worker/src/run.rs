@@ -386,6 +386,9 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         report.hold(Held::CachedJourneyBytes, c.bytes as i64);
         report.count(Counted::JourneyLoads, c.loads);
         report.count(Counted::JourneyEvictions, c.evictions);
+        report.count(Counted::CustomerLoads, c.customer_loads);
+        report.count(Counted::CustomerEvictions, c.customer_evictions);
+        report.hold(Held::IdentityBytes, engine.identity().memory_bytes() as i64);
         let s = store.stats();
         report.hold(Held::SstBytes, s.sst_bytes as i64);
         report.hold(Held::MemtableBytes, s.memtable_bytes as i64);
@@ -808,6 +811,24 @@ fn open_state(
             loaded.journeys,
             loaded.identities,
             loaded.meta,
+        );
+        engine.hold_restored(loaded.held);
+        engine
+    } else if cfg.state.identity_cache_bytes > 0 && cfg.processing.instances <= 1 {
+        let loaded = store.load_timers().context("cannot load the state")?;
+        info!(
+            timers = loaded.timers.len(),
+            journey_cache_bytes = cache,
+            identity_cache_bytes = cfg.state.identity_cache_bytes,
+            "state loaded (journeys and customers read from the store on first use)"
+        );
+        let mut engine = Engine::restore_paged(
+            cfg.engine.clone(),
+            models,
+            Box::new(StoreBacking::new(store.clone())),
+            loaded.timers,
+            loaded.meta,
+            cfg.state.identity_cache_bytes,
         );
         engine.hold_restored(loaded.held);
         engine
