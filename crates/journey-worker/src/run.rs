@@ -820,7 +820,7 @@ fn open_state(
             timers = loaded.timers.len(),
             journey_cache_bytes = cache,
             identity_cache_bytes = cfg.state.identity_cache_bytes,
-            "state loaded (journeys and customers read from the store on first use)"
+            "state loaded (journeys read from the store on first use, and customers)"
         );
         let mut engine = Engine::restore_paged(
             cfg.engine.clone(),
