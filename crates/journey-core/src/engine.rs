@@ -578,23 +578,19 @@ impl Engine {
         // Only customers without a journey in memory leave: a sweep is
         // worth it when they are a good share of those held.
         if self.identity.memory_bytes() <= identity_budget
-            || customers - held.min(customers) < customers / 8
+            || customers.saturating_sub(held) < customers / 8
         {
             return;
         }
-        let journeys = &self.journeys;
-        let identity = &self.identity;
+        let (journeys, identity) = (&self.journeys, &self.identity);
         let cold: Vec<u32> = identity
-            .roots()
-            .map(|(key, _)| key)
+            .key_nodes()
             .filter(|&key| identity.member_nodes(key).all(|m| !journeys.holds(m)))
             .collect();
-        let mut dropped = 0;
+        self.journeys.customers_evicted(cold.len());
         for key in cold {
             self.identity.evict(key);
-            dropped += 1;
         }
-        self.journeys.customers_evicted(dropped);
     }
 
     /// Submits an event. Invalid events are refused (the caller dead-letters

@@ -272,11 +272,10 @@ impl IdentityGraph {
             customers.push((self.nodes.key(key), Some(self.members_of_node(r))));
         }
         // One record per key, a customer's members over its deletion (a
-        // key forgotten and linked again since the last take).
-        customers.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.is_some().cmp(&b.1.is_some())));
-        customers.reverse();
+        // key forgotten and linked again since the last take): members
+        // sort first and are kept.
+        customers.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.is_some().cmp(&a.1.is_some())));
         customers.dedup_by(|later, kept| later.0 == kept.0);
-        customers.reverse();
         IdentityChanges {
             identities,
             customers,
@@ -326,13 +325,13 @@ impl IdentityGraph {
         members.len()
     }
 
-    /// The customers held: (key node, number of members), for eviction.
-    pub(crate) fn roots(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+    /// The key nodes of the customers held, for eviction.
+    pub(crate) fn key_nodes(&self) -> impl Iterator<Item = u32> + '_ {
         self.links
             .iter()
             .enumerate()
             .filter(|&(i, l)| l.parent == i as u32 && l.size > 0)
-            .map(|(_, l)| (l.key, l.size))
+            .map(|(_, l)| l.key)
     }
 
     /// Makes the slots of nodes forgotten so far reusable: call only when

@@ -331,6 +331,8 @@ impl Store {
             .get_cf(self.cf(CF_META), META_CUSTOMER_INDEX)
             .map_err(|e| Error::db("read customer index marker", e))?
             .is_some();
+        // Identities restored without a single customer record: written
+        // by a version without the index.
         let (identities, customers) = *self.restored.lock().expect("not poisoned");
         if marked && !(identities > 0 && customers == 0) {
             return Ok(());
@@ -531,8 +533,18 @@ impl Store {
 
     /// A decoded value of the meta column family, if present.
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>> {
+        self.read(CF_META, key, what)
+    }
+
+    /// A decoded value of a column family, if present.
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: &str,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>> {
         self.db
-            .get_cf(self.cf(CF_META), key)
+            .get_cf(self.cf(cf), key)
             .map_err(|e| Error::db(format!("read {what}"), e))?
             .map(|v| codec::decode(what, &v))
             .transpose()
@@ -578,14 +590,15 @@ impl Store {
                 out.timers.push((due, key));
             }
         }
-        let rows = self
-            .db
-            .iterator_cf(self.cf(CF_IDENTITIES), IteratorMode::Start)
-            .take(if identities { usize::MAX } else { 0 });
-        for item in rows {
-            let (k, v) = item.map_err(|e| Error::db("scan identities", e))?;
-            out.identities
-                .push((parse_identity_key(&k)?, codec::decode("identity", &v)?));
+        if identities {
+            for item in self
+                .db
+                .iterator_cf(self.cf(CF_IDENTITIES), IteratorMode::Start)
+            {
+                let (k, v) = item.map_err(|e| Error::db("scan identities", e))?;
+                out.identities
+                    .push((parse_identity_key(&k)?, codec::decode("identity", &v)?));
+            }
         }
         if let Some(meta) = self.meta(META_ENGINE, "engine meta")? {
             out.meta = meta;
@@ -613,38 +626,17 @@ impl Store {
 
     /// A journey by customer key.
     pub fn journey(&self, key: &str) -> Result<Option<Journey>> {
-        match self
-            .db
-            .get_cf(self.cf(CF_JOURNEYS), key.as_bytes())
-            .map_err(|e| Error::db("read journey", e))?
-        {
-            Some(v) => Ok(Some(codec::decode(&format!("journey {key}"), &v)?)),
-            None => Ok(None),
-        }
+        self.read(CF_JOURNEYS, key.as_bytes(), &format!("journey {key}"))
     }
 
     /// The key identifier of an identifier.
     pub fn key_of(&self, id: &Identifier) -> Result<Option<Identifier>> {
-        match self
-            .db
-            .get_cf(self.cf(CF_IDENTITIES), identity_key(id))
-            .map_err(|e| Error::db("read identity", e))?
-        {
-            Some(v) => Ok(Some(codec::decode("identity", &v)?)),
-            None => Ok(None),
-        }
+        self.read(CF_IDENTITIES, &identity_key(id), "identity")
     }
 
     /// The identifiers of a customer, by key (sorted).
     pub fn customer(&self, key: &str) -> Result<Option<Vec<Identifier>>> {
-        match self
-            .db
-            .get_cf(self.cf(CF_CUSTOMERS), key.as_bytes())
-            .map_err(|e| Error::db("read customer", e))?
-        {
-            Some(v) => Ok(Some(codec::decode(&format!("customer {key}"), &v)?)),
-            None => Ok(None),
-        }
+        self.read(CF_CUSTOMERS, key.as_bytes(), &format!("customer {key}"))
     }
 
     /// All identifiers of the customer an identifier belongs to, if known.

@@ -4,14 +4,16 @@ use journey_core::{Engine, EngineConfig, builtin_models};
 use journey_loadgen::{Generator, Record, Settings};
 use journey_store::{Offsets, Opened, Store, StoreOptions};
 
+/// The engine settings of these tests: a one-hour out-of-order bound.
+fn config() -> EngineConfig {
+    EngineConfig {
+        out_of_order_ms: 3_600_000,
+        ..EngineConfig::default()
+    }
+}
+
 fn engine() -> Engine {
-    Engine::new(
-        EngineConfig {
-            out_of_order_ms: 3_600_000,
-            ..EngineConfig::default()
-        },
-        builtin_models(),
-    )
+    Engine::new(config(), builtin_models())
 }
 
 /// Runs `n` generated events through an engine, committing to the store every
@@ -72,10 +74,7 @@ fn commits_are_atomic_with_offsets_and_load_rebuilds_the_engine() {
     assert_eq!(opened, Opened::Existing);
     let loaded = store.load().unwrap();
     let mut restored = Engine::restore(
-        EngineConfig {
-            out_of_order_ms: 3_600_000,
-            ..EngineConfig::default()
-        },
+        config(),
         builtin_models(),
         loaded.journeys,
         loaded.identities,
@@ -231,10 +230,7 @@ fn an_engine_reading_journeys_from_the_store_continues_like_one_holding_them() {
             .count()
     );
     let mut backed = Engine::restore_backed(
-        EngineConfig {
-            out_of_order_ms: 3_600_000,
-            ..EngineConfig::default()
-        },
+        config(),
         builtin_models(),
         Box::new(journey_store::StoreBacking::new(store.clone())),
         index.timers,
@@ -354,10 +350,7 @@ fn an_engine_paging_customers_from_the_store_continues_like_one_holding_them() {
     let index = store.load_timers().unwrap();
     assert!(index.identities.is_empty() && index.journeys.is_empty());
     let mut paged = Engine::restore_paged(
-        EngineConfig {
-            out_of_order_ms: 3_600_000,
-            ..EngineConfig::default()
-        },
+        config(),
         builtin_models(),
         Box::new(journey_store::StoreBacking::new(store.clone())),
         index.timers,
