@@ -168,9 +168,14 @@ pub struct Engine {
     /// The identity graph is a cache over the backing (see
     /// [`Engine::restore_paged`]), of about this many bytes.
     identity_budget: Option<usize>,
-    /// Timer entries of journeys not held in memory, by customer key
-    /// (paged engines only: their nodes may leave memory).
-    parked: BTreeSet<(Millis, String)>,
+    /// Timer rows of the store's index (due, customer key) already read
+    /// back, due at or before this (paged engines: they keep no timer for
+    /// a journey not in memory, and read the index as the watermark moves).
+    timers_read_until: Millis,
+    /// Rows of the timer index written or deleted since the last take of
+    /// changes: deleted as journeys leave their key, then brought up to
+    /// date at the take for the journeys changed.
+    timer_rows: Vec<((Millis, String), bool)>,
     /// Identifiers forgotten since the last persisted commit: the backing
     /// still has them, and they must not be read back from it.
     gone_ids: rustc_hash::FxHashSet<Identifier>,
@@ -225,6 +230,12 @@ pub struct StateChanges {
     /// before and released since (`None`), by (event time, event id). Give
     /// the held ones back at restore with [`Engine::hold_restored`].
     pub held: Vec<((Millis, String), Option<Event>)>,
+    /// Rows of the timer index, (due time, customer key), written (`true`)
+    /// or deleted (`false`), to apply in this order: the index holds one
+    /// row per stored journey with a timer (its `next_due`), so that a store
+    /// finds the journeys due without reading them all (see
+    /// [`JourneyBacking::due_timers`]).
+    pub timers: Vec<((Millis, String), bool)>,
     /// Engine-wide state: always included by [`Engine::take_changes`], left
     /// out by [`Engine::take_entity_changes`].
     pub meta: Option<EngineMeta>,
@@ -258,7 +269,8 @@ impl Engine {
             deleted_keys: Default::default(),
             links: NodeLinks::default(),
             identity_budget: None,
-            parked: BTreeSet::new(),
+            timers_read_until: Millis::MIN,
+            timer_rows: Vec::new(),
             gone_ids: Default::default(),
         }
     }
@@ -282,6 +294,7 @@ impl Engine {
             if let Some(due) = j.next_due {
                 e.timers.insert((due, node));
             }
+            j.stored_due.0 = j.next_due;
             j.share_names(&mut e.journeys.names);
             e.journeys.insert(node, Box::new(j));
         }
@@ -341,8 +354,10 @@ impl Engine {
     /// [`JourneyBacking::customer`]) and dropped after a persisted commit
     /// (see [`Engine::persisted`]), the graph once its estimate (see
     /// [`IdentityGraph::memory_bytes`]) passes `identity_budget_bytes`:
-    /// customers whose journeys are not held go. `timers` are the journeys'
-    /// `next_due` entries.
+    /// customers whose journeys are not held go. Timers are read from the
+    /// backing's timer index as the watermark passes them
+    /// ([`JourneyBacking::due_timers`]): none is held for a journey not in
+    /// memory.
     ///
     /// [`Engine::route_key`] and [`Engine::identity`] see the customers held
     /// only: a paging engine is for a worker that resolves its own events.
@@ -350,13 +365,11 @@ impl Engine {
         config: EngineConfig,
         models: Vec<StageModel>,
         backing: Box<dyn JourneyBacking>,
-        timers: impl IntoIterator<Item = (Millis, String)>,
         meta: EngineMeta,
         identity_budget_bytes: usize,
     ) -> Self {
         let mut e = Engine::restore(config, models, [], [], meta);
         e.journeys.set_backing(backing);
-        e.parked.extend(timers);
         e.identity_budget = Some(identity_budget_bytes);
         e
     }
@@ -437,7 +450,14 @@ impl Engine {
             for &(_, n) in group {
                 self.journeys.unmark(n);
             }
-            let journey = group.iter().find_map(|&(_, n)| self.journeys.get(n));
+            let held = group
+                .iter()
+                .map(|&(_, n)| n)
+                .find(|&n| self.journeys.holds(n));
+            if let Some(n) = held {
+                self.index_timer(n, &group[0].0);
+            }
+            let journey = held.and_then(|n| self.journeys.get(n));
             change(ChangeRef::Journey(&group[0].0, journey));
         }
         self.journeys.taken();
@@ -452,10 +472,12 @@ impl Engine {
             }
         }
         let identity = self.identity.take_changes();
+        let timers = std::mem::take(&mut self.timer_rows);
         StateChanges {
             journeys: Vec::new(),
             identities: identity.identities,
             customers: identity.customers,
+            timers,
             held: Vec::new(),
             meta: meta.then(|| self.meta()),
         }
@@ -487,9 +509,31 @@ impl Engine {
 
     /// A journey taken out for good (merged into another, moved to another
     /// worker, expired): its deletion is part of the next changes.
-    fn journey_deleted(&mut self, node: u32, key: &str) {
+    fn journey_deleted(&mut self, node: u32, key: &str, journey: &mut Journey) {
         self.dirty.insert(node);
         self.journeys.deleted(key);
+        if let Some(due) = journey.stored_due.0.take() {
+            self.timer_rows.push(((due, key.to_string()), false));
+        }
+    }
+
+    /// Brings the timer index's row of the journey held under `node` (key
+    /// `key`), being reported as changed, up to date with its `next_due`.
+    fn index_timer(&mut self, node: u32, key: &str) {
+        let Some(journey) = self.journeys.get_mut(node) else {
+            return;
+        };
+        let (stored, due) = (journey.stored_due.0, journey.next_due);
+        if stored == due {
+            return;
+        }
+        journey.stored_due.0 = due;
+        if let Some(old) = stored {
+            self.timer_rows.push(((old, key.to_string()), false));
+        }
+        if let Some(due) = due {
+            self.timer_rows.push(((due, key.to_string()), true));
+        }
     }
 
     /// The models, in output order.
@@ -512,9 +556,10 @@ impl Engine {
         self.pending.len()
     }
 
-    /// Timers scheduled (some may be stale and are skipped when due).
+    /// Timers held in memory (some may be stale and are skipped when due);
+    /// a paging engine's others wait in the backing's timer index.
     pub fn timers_pending(&self) -> usize {
-        self.timers.len() + self.parked.len()
+        self.timers.len()
     }
 
     /// The identity graph.
@@ -554,17 +599,23 @@ impl Engine {
     /// backing. A paging engine (see [`Engine::restore_paged`]) also drops
     /// customers from its identity graph.
     pub fn persisted(&mut self, budget_bytes: usize) {
-        let dropped = self.journeys.persisted(budget_bytes, &self.dirty);
+        // A paging engine has read the stored timers due until
+        // `timers_read_until`: a journey whose timer is due by then (a late
+        // event's) stays until it fires.
+        let overdue = match self.identity_budget {
+            Some(_) => self.timers_read_until,
+            None => Millis::MIN,
+        };
+        let dropped = self.journeys.persisted(budget_bytes, &self.dirty, overdue);
         let Some(identity_budget) = self.identity_budget else {
             return;
         };
         self.gone_ids.clear();
-        // A dropped journey's timer waits under its key: its customer's
-        // nodes may leave memory.
+        // A dropped journey's timer is in the store's index (it was written
+        // unchanged since): read back when due, as its nodes may leave memory.
         for (node, due) in dropped {
             if let Some(due) = due {
                 self.timers.remove(&(due, node));
-                self.parked.insert((due, self.identity.node_key(node)));
             }
         }
         let settled =
@@ -702,14 +753,15 @@ impl Engine {
     /// in due order.
     fn fire_timers_until(&mut self, until: Millis, out: &mut Vec<Output>) {
         let until = until.min(self.watermark);
-        // Parked timers due join the others, their customers read back.
-        while let Some((due, _)) = self.parked.first()
-            && *due <= until
-        {
-            let (due, key) = self.parked.pop_first().expect("just seen");
-            self.page_in_key(&key);
-            if let Some(node) = self.identity.node_of_key(&key) {
-                self.timers.insert((due, node));
+        // Stored timers due join the others, their customers read back.
+        if self.identity_budget.is_some() && until > self.timers_read_until {
+            let due = self.journeys.due_timers(self.timers_read_until, until);
+            self.timers_read_until = until;
+            for (due, key) in due {
+                self.page_in_key(&key);
+                if let Some(node) = self.identity.node_of_key(&key) {
+                    self.timers.insert((due, node));
+                }
             }
         }
         let mut batch = Vec::new();
@@ -754,7 +806,7 @@ impl Engine {
             self.changes = changes;
             self.dirty.insert(node);
             if expiry.is_some() {
-                self.expire(node, &journey, out);
+                self.expire(node, &mut journey, out);
                 return;
             }
             self.schedule(node, &mut journey);
@@ -771,9 +823,9 @@ impl Engine {
 
     /// Forgets an expired customer (its journey is already out of the map):
     /// the journey's deletion and its identifiers' are part of the next changes.
-    fn expire(&mut self, node: u32, journey: &Journey, out: &mut Vec<Output>) {
+    fn expire(&mut self, node: u32, journey: &mut Journey, out: &mut Vec<Output>) {
         let key = self.identity.node_key(node);
-        self.journey_deleted(node, &key);
+        self.journey_deleted(node, &key, journey);
         // The forgotten nodes have no key any more: the changed ones (this
         // one, others merged into it) keep theirs for the next take.
         for m in self.identity.member_nodes(node) {
@@ -878,8 +930,8 @@ impl Engine {
     pub fn export(&mut self, key: &str) -> Option<Journey> {
         self.page_in_key(key);
         let node = self.identity.node_of_key(key)?;
-        let journey = self.take_journey(node)?;
-        self.journey_deleted(node, key);
+        let mut journey = self.take_journey(node)?;
+        self.journey_deleted(node, key, &mut journey);
         Some(*journey)
     }
 
@@ -1097,8 +1149,8 @@ impl Engine {
         if parts.is_empty() {
             return;
         }
-        for (a, absorbed_key, _) in &parts {
-            self.journey_deleted(*a, absorbed_key);
+        for (a, absorbed_key, j) in &mut parts {
+            self.journey_deleted(*a, absorbed_key, j);
         }
         let key_str = self.identity.node_key(key);
         let mut identifiers = self.identity.members_of_node(key);

@@ -41,6 +41,22 @@ pub struct Journey {
     /// Due time of this journey's entry in the engine's timer queue, if any
     /// (the real next timer may be later; it is re-checked when the entry pops).
     pub next_due: Option<Millis>,
+    /// The due time under which the store's timer index has this journey
+    /// (see [`crate::StateChanges::timers`]).
+    #[serde(skip)]
+    pub(crate) stored_due: StoredDue,
+}
+
+/// The due time of a journey's row in the timer index as last reported
+/// (none: no row). Not part of the journey's value: not encoded (a journey
+/// read back is given its `next_due`), and equal whatever it holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StoredDue(pub(crate) Option<Millis>);
+
+impl PartialEq for StoredDue {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Journey {
@@ -55,6 +71,7 @@ impl Journey {
             touch_count: 0,
             channel_counts: BTreeMap::new(),
             next_due: None,
+            stored_due: StoredDue::default(),
         }
     }
 

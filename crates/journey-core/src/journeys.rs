@@ -35,6 +35,20 @@ pub trait JourneyBacking: Send {
         None
     }
 
+    /// The stored timer index's rows (see `StateChanges::timers`) due after
+    /// `after` and at or before `until`, in due order: what an engine paging
+    /// its identity graph reads as the watermark moves, instead of holding
+    /// a timer for every customer. A failed read is reported as for
+    /// [`JourneyBacking::load`]. By default there are none.
+    fn due_timers(
+        &mut self,
+        after: crate::Millis,
+        until: crate::Millis,
+    ) -> Vec<(crate::Millis, String)> {
+        let _ = (after, until);
+        Vec::new()
+    }
+
     /// The first read failure since the last call, if any.
     fn take_error(&mut self) -> Option<String>;
 }
@@ -127,6 +141,19 @@ impl Journeys {
         Some(members)
     }
 
+    /// The backing's timer rows due in `(after, until]` (see
+    /// [`JourneyBacking::due_timers`]); none without a backing.
+    pub(crate) fn due_timers(
+        &mut self,
+        after: crate::Millis,
+        until: crate::Millis,
+    ) -> Vec<(crate::Millis, String)> {
+        self.backing
+            .as_mut()
+            .map(|b| b.due_timers(after, until))
+            .unwrap_or_default()
+    }
+
     /// Counts customers dropped from memory.
     pub(crate) fn customers_evicted(&mut self, n: usize) {
         self.stats.customer_evictions += n as u64;
@@ -146,6 +173,11 @@ impl Journeys {
     /// A held journey (no lookup in the backing).
     pub(crate) fn get(&self, node: u32) -> Option<&Journey> {
         self.held.get(&node).map(|h| &*h.journey)
+    }
+
+    /// A held journey, to change in place (no lookup in the backing).
+    pub(crate) fn get_mut(&mut self, node: u32) -> Option<&mut Journey> {
+        self.held.get_mut(&node).map(|h| &mut *h.journey)
     }
 
     /// A held journey, its mark cleared: the engine's set of changed
@@ -190,6 +222,7 @@ impl Journeys {
             Some(mut j) => {
                 self.stats.loads += 1;
                 j.share_names(&mut self.names);
+                j.stored_due.0 = j.next_due;
                 Some((Box::new(j), false))
             }
             None => {
@@ -244,12 +277,14 @@ impl Journeys {
     /// may be dropped from memory, least recently used first, until the
     /// estimate is at most `budget` bytes (down to three quarters of it, so
     /// that eviction runs now and then rather than at every commit). Without
-    /// a backing nothing is dropped. Returns the nodes dropped, with their
-    /// journey's next timer.
+    /// a backing nothing is dropped, nor a journey whose timer is due at or
+    /// before `overdue` (it fires from memory when the watermark next
+    /// moves). Returns the nodes dropped, with their journey's next timer.
     pub(crate) fn persisted(
         &mut self,
         budget: usize,
         dirty: &HashSet<u32>,
+        overdue: crate::Millis,
     ) -> Vec<(u32, Option<crate::Millis>)> {
         if self.backing.is_none() {
             return Vec::new();
@@ -262,7 +297,9 @@ impl Journeys {
         let mut candidates: Vec<(u64, u32)> = self
             .held
             .iter()
-            .filter(|(n, _)| !dirty.contains(*n))
+            .filter(|(n, h)| {
+                !dirty.contains(*n) && h.journey.next_due.is_none_or(|due| due > overdue)
+            })
             .map(|(&n, h)| (h.used, n))
             .collect();
         candidates.sort_unstable();

@@ -177,6 +177,7 @@ struct FakeStore {
     journeys: BTreeMap<String, journey_core::Journey>,
     identities: BTreeMap<Identifier, Identifier>,
     customers: BTreeMap<String, Vec<Identifier>>,
+    timers: std::collections::BTreeSet<(i64, String)>,
     held: BTreeMap<(i64, String), Event>,
     meta: journey_core::EngineMeta,
 }
@@ -204,6 +205,17 @@ impl FakeStore {
         }
     }
 
+    /// The timer index written agrees with the journeys written: one row
+    /// per journey with a timer, at its `next_due`.
+    fn assert_timers_agree(&self) {
+        let expected: std::collections::BTreeSet<(i64, String)> = self
+            .journeys
+            .iter()
+            .filter_map(|(k, j)| Some((j.next_due?, k.clone())))
+            .collect();
+        assert_eq!(self.timers, expected);
+    }
+
     fn apply(&mut self, c: journey_core::StateChanges) {
         for (k, j) in c.journeys {
             match j {
@@ -222,6 +234,13 @@ impl FakeStore {
                 Some(members) => self.customers.insert(key, members),
                 None => self.customers.remove(&key),
             };
+        }
+        for (row, set) in c.timers {
+            if set {
+                self.timers.insert(row);
+            } else {
+                assert!(self.timers.remove(&row), "deleting {row:?}, not written");
+            }
         }
         for (slot, ev) in c.held {
             match ev {
@@ -259,6 +278,7 @@ proptest! {
             }
         }
         store.apply(original.take_changes());
+        store.assert_timers_agree();
         let mut restored = journey_core::Engine::restore(
             config,
             journey_core::builtin_models(),
@@ -291,6 +311,15 @@ impl journey_core::JourneyBacking for SharedBacking {
         s.customers.get(&s.identities.get(id)?.key()).cloned()
     }
 
+    fn due_timers(&mut self, after: i64, until: i64) -> Vec<(i64, String)> {
+        let s = self.0.lock().unwrap();
+        s.timers
+            .iter()
+            .filter(|(due, _)| *due > after && *due <= until)
+            .cloned()
+            .collect()
+    }
+
     fn take_error(&mut self) -> Option<String> {
         None
     }
@@ -319,7 +348,6 @@ proptest! {
                 config,
                 journey_core::builtin_models(),
                 Box::new(SharedBacking(store.clone())),
-                [],
                 journey_core::EngineMeta::default(),
                 0,
             )
@@ -349,12 +377,20 @@ proptest! {
                     s.apply(c);
                 }
                 s.assert_customers_agree();
+                s.assert_timers_agree();
                 drop(s);
                 backed.persisted(budget);
                 if budget == 0 {
-                    // Everything is written: nothing needs to stay.
-                    prop_assert_eq!(backed.cache_stats().resident, 0);
-                    if paged {
+                    // Everything is written: nothing needs to stay but, in a
+                    // paging engine, journeys whose timer is overdue (a late
+                    // event's, fired when the watermark next moves).
+                    let watermark = backed.watermark();
+                    let overdue = backed
+                        .journeys()
+                        .filter(|(_, j)| paged && j.next_due.is_some_and(|d| d <= watermark))
+                        .count();
+                    prop_assert_eq!(backed.cache_stats().resident, overdue);
+                    if paged && overdue == 0 {
                         prop_assert_eq!(backed.identity().customer_count(), 0);
                     }
                 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use journey_core::{Identifier, Journey, JourneyBacking};
+use journey_core::{Identifier, Journey, JourneyBacking, Millis};
 
 use crate::Store;
 
@@ -38,6 +38,16 @@ impl JourneyBacking for StoreBacking {
             Err(e) => {
                 self.error.get_or_insert_with(|| format!("{id}: {e}"));
                 None
+            }
+        }
+    }
+
+    fn due_timers(&mut self, after: Millis, until: Millis) -> Vec<(Millis, String)> {
+        match self.store.due_timers(after, until) {
+            Ok(due) => due,
+            Err(e) => {
+                self.error.get_or_insert_with(|| format!("timers: {e}"));
+                Vec::new()
             }
         }
     }

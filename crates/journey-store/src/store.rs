@@ -22,13 +22,27 @@ const CF_HELD: &str = "held";
 /// Customers by key: all their identifiers (so that a customer is read
 /// back whole).
 const CF_CUSTOMERS: &str = "customers";
-const CFS: [&str; 5] = [CF_JOURNEYS, CF_IDENTITIES, CF_META, CF_HELD, CF_CUSTOMERS];
+/// The timer index: one row per journey with a timer, keyed by (due time,
+/// customer key), so that the journeys due are found without reading them
+/// all. Local: derived from the journeys, not published to the changelog
+/// (rebuilt from the journeys after a restore).
+const CF_TIMERS: &str = "timers";
+const CFS: [&str; 6] = [
+    CF_JOURNEYS,
+    CF_IDENTITIES,
+    CF_META,
+    CF_HELD,
+    CF_CUSTOMERS,
+    CF_TIMERS,
+];
 /// Changelog key prefixes, one per column family.
 const TAG_JOURNEY: u8 = b'j';
 const TAG_IDENTITY: u8 = b'i';
 const TAG_META: u8 = b'm';
 const TAG_HELD: u8 = b'h';
 const TAG_CUSTOMER: u8 = b'c';
+/// Rows of the timer index: written locally, never published.
+const TAG_TIMER: u8 = b't';
 const META_ENGINE: &[u8] = b"engine";
 const META_OFFSETS: &[u8] = b"offsets";
 const META_FORMAT: &[u8] = b"format";
@@ -36,6 +50,9 @@ const META_CHANGELOG_RESUME: &[u8] = b"changelog-resume";
 /// Present when the customers column family agrees with the identities
 /// (stores written before it existed get it built at load).
 const META_CUSTOMER_INDEX: &[u8] = b"customer-index";
+/// Present when the timer index agrees with the journeys (stores written
+/// before it existed, and restored ones, get it built at load).
+const META_TIMER_INDEX: &[u8] = b"timer-index";
 
 /// Raw key/value rows of one column family.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -86,6 +103,25 @@ pub struct ChangelogRecord {
     pub value: Option<Vec<u8>>,
 }
 
+impl ChangelogRecord {
+    /// Whether the record goes to the changelog topic. Rows of the local
+    /// timer index do not (a restore rebuilds the index from the journeys);
+    /// they are only written, in the same batch as the rest.
+    pub fn is_published(&self) -> bool {
+        self.key.first() != Some(&TAG_TIMER)
+    }
+
+    /// The customer key a journey or timer-index record is about, if it is
+    /// one of those.
+    pub fn customer_key(&self) -> Option<&[u8]> {
+        match self.key.split_first()? {
+            (&TAG_JOURNEY, key) => Some(key),
+            (&TAG_TIMER, rest) => rest.get(8..),
+            _ => None,
+        }
+    }
+}
+
 /// Encoded changes, ready to publish (changelog) and to write (one batch).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prepared {
@@ -98,8 +134,8 @@ pub struct Prepared {
 pub struct Loaded {
     /// Journeys by customer key (empty from [`Store::load_index`]).
     pub journeys: Vec<(String, Journey)>,
-    /// The journeys' timer entries (due, customer key); filled by
-    /// [`Store::load_index`] only.
+    /// The journeys' timer entries (due, customer key), from the timer
+    /// index; filled by [`Store::load_index`] only.
     pub timers: Vec<(journey_core::Millis, String)>,
     /// Identifier → key identifier.
     pub identities: Vec<(Identifier, Identifier)>,
@@ -132,10 +168,19 @@ pub struct Store {
     db: DB,
     path: PathBuf,
     cache: Cache,
-    /// Identity and customer records restored from a changelog (see
-    /// [`Store::apply_changelog`]): identities without customers come from
-    /// a version that did not write them, and the index is rebuilt.
-    restored: std::sync::Mutex<(u64, u64)>,
+    /// Records restored from a changelog (see [`Store::apply_changelog`]).
+    restored: std::sync::Mutex<Restored>,
+}
+
+/// Counts of records restored from a changelog since the indexes were last
+/// checked: identities without customers come from a version that did not
+/// write them, and the customer index is rebuilt; journeys restored always
+/// have the timer index rebuilt (it is not in the changelog).
+#[derive(Debug, Default, Clone, Copy)]
+struct Restored {
+    identities: u64,
+    customers: u64,
+    journeys: u64,
 }
 
 fn journey_record(key: &str, journey: Option<&Journey>) -> ChangelogRecord {
@@ -151,11 +196,35 @@ fn journey_record(key: &str, journey: Option<&Journey>) -> ChangelogRecord {
 /// The key of a held event: its time, ordered as bytes (the sign bit
 /// flipped, big-endian), then its id.
 fn held_key((time, id): (Millis, &str)) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + id.len());
-    k.push(TAG_HELD);
-    k.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(id.as_bytes());
+    timed_key(TAG_HELD, time, id)
+}
+
+/// `tag`, then `time` ordered as bytes (the sign bit flipped, big-endian),
+/// then `rest`.
+fn timed_key(tag: u8, time: Millis, rest: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + rest.len());
+    k.push(tag);
+    k.extend_from_slice(&ordered_time(time));
+    k.extend_from_slice(rest.as_bytes());
     k
+}
+
+fn ordered_time(time: Millis) -> [u8; 8] {
+    ((time as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The time of a key written by [`timed_key`] (without its tag).
+fn parse_ordered_time(k: &[u8]) -> Option<Millis> {
+    let bytes: [u8; 8] = k.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as Millis)
+}
+
+/// A row of the timer index: written (`set`) or deleted.
+fn timer_record((due, key): (Millis, &str), set: bool) -> ChangelogRecord {
+    ChangelogRecord {
+        key: timed_key(TAG_TIMER, due, key),
+        value: set.then(|| codec::encode(&())),
+    }
 }
 
 fn held_record(slot: (Millis, &str), event: Option<&Event>) -> ChangelogRecord {
@@ -168,6 +237,9 @@ fn held_record(slot: (Millis, &str), event: Option<&Event>) -> ChangelogRecord {
 /// The identity and engine-wide records of `changes` (not its journeys
 /// or held events).
 fn append_records(changelog: &mut Vec<ChangelogRecord>, changes: &StateChanges) {
+    for ((due, key), set) in &changes.timers {
+        changelog.push(timer_record((*due, key), *set));
+    }
     for (key, members) in &changes.customers {
         let mut k = Vec::with_capacity(1 + key.len());
         k.push(TAG_CUSTOMER);
@@ -193,6 +265,14 @@ fn append_records(changelog: &mut Vec<ChangelogRecord>, changes: &StateChanges) 
             value: Some(codec::encode(meta)),
         });
     }
+}
+
+/// A journey's customer key from its row key.
+fn journey_key(k: &[u8]) -> Result<String> {
+    String::from_utf8(k.to_vec()).map_err(|_| Error::Decode {
+        what: "journey key".into(),
+        message: "not UTF-8".into(),
+    })
 }
 
 fn identity_key(id: &Identifier) -> Vec<u8> {
@@ -231,6 +311,7 @@ impl Store {
                 match store.format() {
                     Ok(Some(codec::FORMAT_VERSION)) => {
                         store.ensure_customer_index()?;
+                        store.ensure_timer_index()?;
                         Ok((store, Opened::Existing))
                     }
                     other => {
@@ -311,13 +392,15 @@ impl Store {
         self.db
             .put_cf(self.cf(CF_META), META_FORMAT, [codec::FORMAT_VERSION])
             .map_err(|e| Error::db("write format marker", e))?;
-        self.put_customer_index_marker()
+        self.put_marker(META_CUSTOMER_INDEX)?;
+        self.put_marker(META_TIMER_INDEX)
     }
 
-    fn put_customer_index_marker(&self) -> Result<()> {
+    /// Marks an index as agreeing with what it is built from.
+    fn put_marker(&self, marker: &[u8]) -> Result<()> {
         self.db
-            .put_cf(self.cf(CF_META), META_CUSTOMER_INDEX, [1])
-            .map_err(|e| Error::db("write customer index marker", e))
+            .put_cf(self.cf(CF_META), marker, [1])
+            .map_err(|e| Error::db("write index marker", e))
     }
 
     /// Builds the customers column family from the identities when it may
@@ -333,7 +416,11 @@ impl Store {
             .is_some();
         // Identities restored without a single customer record: written
         // by a version without the index.
-        let (identities, customers) = *self.restored.lock().expect("not poisoned");
+        let Restored {
+            identities,
+            customers,
+            ..
+        } = *self.restored.lock().expect("not poisoned");
         if marked && !(identities > 0 && customers == 0) {
             return Ok(());
         }
@@ -375,8 +462,59 @@ impl Store {
                 .write(batch)
                 .map_err(|e| Error::db("write customer index", e))?;
         }
-        *self.restored.lock().expect("not poisoned") = (0, 0);
-        self.put_customer_index_marker()
+        let mut restored = self.restored.lock().expect("not poisoned");
+        (restored.identities, restored.customers) = (0, 0);
+        drop(restored);
+        self.put_marker(META_CUSTOMER_INDEX)
+    }
+
+    /// Builds the timer index from the journeys when it may not agree with
+    /// them: a store written before it existed, or journeys restored from
+    /// the changelog (which does not carry the index). Reads every journey
+    /// once, 100,000 rows to a batch.
+    fn ensure_timer_index(&self) -> Result<()> {
+        let marked = self
+            .db
+            .get_cf(self.cf(CF_META), META_TIMER_INDEX)
+            .map_err(|e| Error::db("read timer index marker", e))?
+            .is_some();
+        let restored = self.restored.lock().expect("not poisoned").journeys;
+        if marked && restored == 0 {
+            return Ok(());
+        }
+        warn!(path = %self.path.display(), "building the timer index from the journeys");
+        let cf = self.cf(CF_TIMERS);
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| Error::db("scan timers", e))?;
+            batch.delete_cf(cf, k);
+        }
+        self.db
+            .write(batch)
+            .map_err(|e| Error::db("clear timers", e))?;
+        let mut batch = WriteBatch::default();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(|e| Error::db("scan journeys", e))?;
+            let key = journey_key(&k)?;
+            let j: Journey = codec::decode(&format!("journey {key}"), &v)?;
+            if let Some(due) = j.next_due {
+                let r = timer_record((due, &key), true);
+                batch.put_cf(cf, &r.key[1..], r.value.unwrap_or_default());
+            }
+            if batch.len() >= 100_000 {
+                self.db
+                    .write(std::mem::take(&mut batch))
+                    .map_err(|e| Error::db("write timer index", e))?;
+            }
+        }
+        self.db
+            .write(batch)
+            .map_err(|e| Error::db("write timer index", e))?;
+        self.restored.lock().expect("not poisoned").journeys = 0;
+        self.put_marker(META_TIMER_INDEX)
     }
 
     fn format(&self) -> Result<Option<u8>> {
@@ -429,6 +567,7 @@ impl Store {
                 Some((&TAG_META, k)) => (CF_META, k),
                 Some((&TAG_HELD, k)) => (CF_HELD, k),
                 Some((&TAG_CUSTOMER, k)) => (CF_CUSTOMERS, k),
+                Some((&TAG_TIMER, k)) => (CF_TIMERS, k),
                 _ => {
                     return Err(Error::Decode {
                         what: "changelog key".into(),
@@ -506,8 +645,9 @@ impl Store {
             let mut restored = self.restored.lock().expect("not poisoned");
             for r in records {
                 match r.key.first() {
-                    Some(&TAG_IDENTITY) => restored.0 += 1,
-                    Some(&TAG_CUSTOMER) => restored.1 += 1,
+                    Some(&TAG_IDENTITY) => restored.identities += 1,
+                    Some(&TAG_CUSTOMER) => restored.customers += 1,
+                    Some(&TAG_JOURNEY) => restored.journeys += 1,
                     _ => {}
                 }
             }
@@ -561,34 +701,32 @@ impl Store {
         self.load_with(false, true)
     }
 
-    /// [`Store::load_index`] without the identities, for an engine that
-    /// reads customers from the store on first use too
-    /// (`Engine::restore_paged`).
-    pub fn load_timers(&self) -> Result<Loaded> {
+    /// Only the engine-wide state, the held events and the offsets, for an
+    /// engine that reads journeys, customers and due timers from the store
+    /// as it needs them (`Engine::restore_paged`).
+    pub fn load_paged(&self) -> Result<Loaded> {
         self.load_with(false, false)
     }
 
     fn load_with(&self, journeys: bool, identities: bool) -> Result<Loaded> {
         self.ensure_customer_index()?;
+        self.ensure_timer_index()?;
         let mut out = Loaded {
             offsets: self.offsets()?,
             ..Loaded::default()
         };
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start)
-        {
-            let (k, v) = item.map_err(|e| Error::db("scan journeys", e))?;
-            let key = String::from_utf8(k.to_vec()).map_err(|_| Error::Decode {
-                what: "journey key".into(),
-                message: "not UTF-8".into(),
-            })?;
-            let j: Journey = codec::decode(&format!("journey {key}"), &v)?;
-            if journeys {
+        if journeys {
+            for item in self
+                .db
+                .iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start)
+            {
+                let (k, v) = item.map_err(|e| Error::db("scan journeys", e))?;
+                let key = journey_key(&k)?;
+                let j: Journey = codec::decode(&format!("journey {key}"), &v)?;
                 out.journeys.push((key, j));
-            } else if let Some(due) = j.next_due {
-                out.timers.push((due, key));
             }
+        } else if identities {
+            out.timers = self.due_timers(Millis::MIN, Millis::MAX)?;
         }
         if identities {
             for item in self
@@ -606,6 +744,34 @@ impl Store {
         for item in self.db.iterator_cf(self.cf(CF_HELD), IteratorMode::Start) {
             let (_, v) = item.map_err(|e| Error::db("scan held events", e))?;
             out.held.push(codec::decode("held event", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The timer index's rows (due time, customer key) due after `after` and
+    /// at or before `until`, in due order.
+    pub fn due_timers(&self, after: Millis, until: Millis) -> Result<Vec<(Millis, String)>> {
+        let mut out = Vec::new();
+        if after >= until {
+            return Ok(out);
+        }
+        let from = ordered_time(after.saturating_add(1));
+        let rows = self.db.iterator_cf(
+            self.cf(CF_TIMERS),
+            IteratorMode::From(&from, rocksdb::Direction::Forward),
+        );
+        for item in rows {
+            let (k, _) = item.map_err(|e| Error::db("scan timers", e))?;
+            let bad = || Error::Decode {
+                what: "timer key".into(),
+                message: format!("{k:?}"),
+            };
+            let due = parse_ordered_time(&k).ok_or_else(bad)?;
+            if due > until {
+                break;
+            }
+            let key = std::str::from_utf8(&k[8..]).map_err(|_| bad())?;
+            out.push((due, key.to_string()));
         }
         Ok(out)
     }

@@ -17,7 +17,8 @@ fn engine() -> Engine {
 }
 
 /// Runs `n` generated events through an engine, committing to the store every
-/// `every` events; returns the engine and all changelog records published.
+/// `every` events; returns the engine and all changelog records published
+/// (not the rows of the local timer index).
 fn drive(store: &Store, n: usize, every: usize) -> (Engine, Vec<journey_store::ChangelogRecord>) {
     let mut e = engine();
     let mut out = Vec::new();
@@ -40,7 +41,7 @@ fn drive(store: &Store, n: usize, every: usize) -> (Engine, Vec<journey_store::C
                     &Offsets::from([(("in".to_string(), 0), i as i64 + 1)]),
                 )
                 .unwrap();
-            changelog.extend(prepared.changelog);
+            changelog.extend(prepared.changelog.into_iter().filter(|r| r.is_published()));
         }
     }
     (e, changelog)
@@ -102,13 +103,24 @@ fn restoring_the_changelog_into_an_empty_directory_gives_identical_column_famili
     let (copy, _) = Store::open(&dir.path().join("b"), StoreOptions::default()).unwrap();
     copy.apply_changelog(&changelog).unwrap();
     copy.set_offsets(&store.offsets().unwrap()).unwrap();
+    assert!(copy.dump().unwrap()["timers"].is_empty(), "not published");
+    // Loading builds the local timer index from the journeys restored.
+    copy.load_paged().unwrap();
     let (a, b) = (store.dump().unwrap(), copy.dump().unwrap());
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
-        ["customers", "held", "identities", "journeys", "meta"]
+        [
+            "customers",
+            "held",
+            "identities",
+            "journeys",
+            "meta",
+            "timers"
+        ]
     );
     assert!(a["customers"].len() > 100);
     assert!(a["journeys"].len() > 100);
+    assert!(a["timers"].len() > 10);
     assert_eq!(a, b);
     // Deletions (merged-away journeys) are tombstones in the changelog.
     assert!(changelog.iter().any(|r| r.value.is_none()));
@@ -197,6 +209,7 @@ fn expired_customers_are_deleted_from_the_store_and_the_changelog() {
     );
     store.write(&prepared, &offsets(2)).unwrap();
     changelog.extend(prepared.changelog);
+    changelog.retain(|r| r.is_published());
     let after = store.dump().unwrap();
     assert!(
         after.get("journeys").is_none_or(|r| r.is_empty()),
@@ -208,7 +221,35 @@ fn expired_customers_are_deleted_from_the_store_and_the_changelog() {
     let (copy, _) = Store::open(&dir.path().join("b"), StoreOptions::default()).unwrap();
     copy.apply_changelog(&changelog).unwrap();
     copy.set_offsets(&store.offsets().unwrap()).unwrap();
+    copy.load_paged().unwrap();
     assert_eq!(copy.dump().unwrap(), after);
+}
+
+#[test]
+fn the_timer_index_holds_each_journeys_next_timer_in_due_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("a"), StoreOptions::default()).unwrap();
+    let _ = drive(&store, 4000, 100);
+    let mut expected: Vec<(i64, String)> = store
+        .load()
+        .unwrap()
+        .journeys
+        .into_iter()
+        .filter_map(|(key, j)| Some((j.next_due?, key)))
+        .collect();
+    expected.sort();
+    assert!(expected.len() > 10);
+    let all = store.due_timers(i64::MIN, i64::MAX).unwrap();
+    assert_eq!(all, expected);
+    // A range gives the rows due after its start, up to and with its end.
+    let (after, until) = (expected[3].0, expected[expected.len() - 3].0);
+    let some: Vec<_> = expected
+        .iter()
+        .filter(|(due, _)| *due > after && *due <= until)
+        .cloned()
+        .collect();
+    assert_eq!(store.due_timers(after, until).unwrap(), some);
+    assert!(store.due_timers(until, after).unwrap().is_empty());
 }
 
 #[test]
@@ -337,7 +378,7 @@ fn a_changelog_without_customer_records_gets_the_customer_index_built() {
     copy.apply_changelog(&older).unwrap();
     copy.set_offsets(&store.offsets().unwrap()).unwrap();
     assert!(copy.dump().unwrap()["customers"].is_empty());
-    copy.load_timers().unwrap();
+    copy.load_paged().unwrap();
     assert_eq!(copy.dump().unwrap(), store.dump().unwrap());
 }
 
@@ -347,13 +388,12 @@ fn an_engine_paging_customers_from_the_store_continues_like_one_holding_them() {
     let (store, _) = Store::open(&dir.path().join("state"), StoreOptions::default()).unwrap();
     let (mut original, _) = drive(&store, 3000, 250);
     let store = std::sync::Arc::new(store);
-    let index = store.load_timers().unwrap();
-    assert!(index.identities.is_empty() && index.journeys.is_empty());
+    let index = store.load_paged().unwrap();
+    assert!(index.identities.is_empty() && index.journeys.is_empty() && index.timers.is_empty());
     let mut paged = Engine::restore_paged(
         config(),
         builtin_models(),
         Box::new(journey_store::StoreBacking::new(store.clone())),
-        index.timers,
         index.meta,
         0,
     );

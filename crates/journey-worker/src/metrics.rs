@@ -383,7 +383,7 @@ impl Metrics {
                 "journey_pending_events",
                 "Events held until the watermark passes them.",
             ),
-            timers_pending: gauge(r, "journey_timers_pending", "Inactivity timers scheduled."),
+            timers_pending: gauge(r, "journey_timers_pending", "Inactivity timers held in memory (with one instance, the others wait in the state store's timer index)."),
             customers: gauge(r, "journey_customers", "Customers (identity sets) held."),
             identifiers: gauge(r, "journey_identifiers", "Identifiers held."),
             event_time_lag: lag,

@@ -341,7 +341,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         if let Some(t) = &topo {
             t.keep_owned(&mut prepared.changelog);
         }
-        for r in &prepared.changelog {
+        for r in prepared.changelog.iter().filter(|r| r.is_published()) {
             producer.send(&changelog.record(r, n))?;
         }
         // Everything sent earlier in this transaction comes first, so the
@@ -538,7 +538,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
             if let Some(t) = &topo {
                 t.keep_owned(&mut part);
             }
-            for r in &part {
+            for r in part.iter().filter(|r| r.is_published()) {
                 producer.send(&changelog.record(r, next_commit.get()))?;
             }
             txn.staged.append(&mut part);
@@ -815,9 +815,9 @@ fn open_state(
         engine.hold_restored(loaded.held);
         engine
     } else if cfg.state.identity_cache_bytes > 0 && cfg.processing.instances <= 1 {
-        let loaded = store.load_timers().context("cannot load the state")?;
+        let loaded = store.load_paged().context("cannot load the state")?;
         info!(
-            timers = loaded.timers.len(),
+            held = loaded.held.len(),
             journey_cache_bytes = cache,
             identity_cache_bytes = cfg.state.identity_cache_bytes,
             "state loaded (journeys read from the store on first use, and customers)"
@@ -826,7 +826,6 @@ fn open_state(
             cfg.engine.clone(),
             models,
             Box::new(StoreBacking::new(store.clone())),
-            loaded.timers,
             loaded.meta,
             cfg.state.identity_cache_bytes,
         );

@@ -83,9 +83,9 @@ impl Topology {
     /// passed through here on its way to its owner is not part of this
     /// instance's state (its deletion would otherwise erase the owner's copy).
     pub fn keep_owned(&self, changelog: &mut Vec<ChangelogRecord>) {
-        changelog.retain(|r| match r.key.split_first() {
-            Some((b'j', key)) => self.owns_key(&String::from_utf8_lossy(key)),
-            _ => true,
+        changelog.retain(|r| match r.customer_key() {
+            Some(key) => self.owns_key(&String::from_utf8_lossy(key)),
+            None => true,
         });
     }
 
