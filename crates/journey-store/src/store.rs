@@ -396,6 +396,40 @@ impl Store {
         self.put_marker(META_TIMER_INDEX)
     }
 
+    /// Every stored journey, decoded, in key order.
+    fn scan_journeys(&self) -> impl Iterator<Item = Result<(String, Journey)>> + '_ {
+        self.db
+            .iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start)
+            .map(|item| {
+                let (k, v) = item.map_err(|e| Error::db("scan journeys", e))?;
+                let key = journey_key(&k)?;
+                let j: Journey = codec::decode(&format!("journey {key}"), &v)?;
+                Ok((key, j))
+            })
+    }
+
+    /// Whether an index is marked as agreeing with what it is built from.
+    fn has_marker(&self, marker: &[u8]) -> Result<bool> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), marker)
+            .map_err(|e| Error::db("read index marker", e))?
+            .is_some())
+    }
+
+    /// Deletes every row of a column family (before an index is rebuilt).
+    fn clear(&self, name: &str) -> Result<()> {
+        let cf = self.cf(name);
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| Error::db(format!("scan {name}"), e))?;
+            batch.delete_cf(cf, k);
+        }
+        self.db
+            .write(batch)
+            .map_err(|e| Error::db(format!("clear {name}"), e))
+    }
+
     /// Marks an index as agreeing with what it is built from.
     fn put_marker(&self, marker: &[u8]) -> Result<()> {
         self.db
@@ -409,11 +443,7 @@ impl Store {
     /// Reads the identities in chunks (memory stays bounded); a customer
     /// spread over chunks is read back and extended.
     fn ensure_customer_index(&self) -> Result<()> {
-        let marked = self
-            .db
-            .get_cf(self.cf(CF_META), META_CUSTOMER_INDEX)
-            .map_err(|e| Error::db("read customer index marker", e))?
-            .is_some();
+        let marked = self.has_marker(META_CUSTOMER_INDEX)?;
         // Identities restored without a single customer record: written
         // by a version without the index.
         let Restored {
@@ -425,15 +455,8 @@ impl Store {
             return Ok(());
         }
         warn!(path = %self.path.display(), "building the customer index from the identities");
+        self.clear(CF_CUSTOMERS)?;
         let cf = self.cf(CF_CUSTOMERS);
-        let mut batch = WriteBatch::default();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (k, _) = item.map_err(|e| Error::db("scan customers", e))?;
-            batch.delete_cf(cf, k);
-        }
-        self.db
-            .write(batch)
-            .map_err(|e| Error::db("clear customers", e))?;
         let mut chunk: BTreeMap<String, Vec<Identifier>> = BTreeMap::new();
         let mut rows = self
             .db
@@ -473,33 +496,17 @@ impl Store {
     /// the changelog (which does not carry the index). Reads every journey
     /// once, 100,000 rows to a batch.
     fn ensure_timer_index(&self) -> Result<()> {
-        let marked = self
-            .db
-            .get_cf(self.cf(CF_META), META_TIMER_INDEX)
-            .map_err(|e| Error::db("read timer index marker", e))?
-            .is_some();
+        let marked = self.has_marker(META_TIMER_INDEX)?;
         let restored = self.restored.lock().expect("not poisoned").journeys;
         if marked && restored == 0 {
             return Ok(());
         }
         warn!(path = %self.path.display(), "building the timer index from the journeys");
+        self.clear(CF_TIMERS)?;
         let cf = self.cf(CF_TIMERS);
         let mut batch = WriteBatch::default();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (k, _) = item.map_err(|e| Error::db("scan timers", e))?;
-            batch.delete_cf(cf, k);
-        }
-        self.db
-            .write(batch)
-            .map_err(|e| Error::db("clear timers", e))?;
-        let mut batch = WriteBatch::default();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start)
-        {
-            let (k, v) = item.map_err(|e| Error::db("scan journeys", e))?;
-            let key = journey_key(&k)?;
-            let j: Journey = codec::decode(&format!("journey {key}"), &v)?;
+        for item in self.scan_journeys() {
+            let (key, j) = item?;
             if let Some(due) = j.next_due {
                 let r = timer_record((due, &key), true);
                 batch.put_cf(cf, &r.key[1..], r.value.unwrap_or_default());
@@ -716,14 +723,8 @@ impl Store {
             ..Loaded::default()
         };
         if journeys {
-            for item in self
-                .db
-                .iterator_cf(self.cf(CF_JOURNEYS), IteratorMode::Start)
-            {
-                let (k, v) = item.map_err(|e| Error::db("scan journeys", e))?;
-                let key = journey_key(&k)?;
-                let j: Journey = codec::decode(&format!("journey {key}"), &v)?;
-                out.journeys.push((key, j));
+            for item in self.scan_journeys() {
+                out.journeys.push(item?);
             }
         } else if identities {
             out.timers = self.due_timers(Millis::MIN, Millis::MAX)?;
