@@ -181,6 +181,12 @@ pub struct Engine {
     gone_ids: rustc_hash::FxHashSet<Identifier>,
 }
 
+/// A paging engine reads the store's timer index this far (event time)
+/// ahead of the watermark: one read a minute of event time rather than one
+/// each time the watermark moves (a read opens a RocksDB iterator), for the
+/// customers due within that minute held in memory until they fire.
+const TIMER_READ_AHEAD_MS: Millis = 60_000;
+
 /// An event held until the watermark passes it.
 struct HeldEvent {
     /// Boxed: the B-tree's nodes stay small, so an insertion shifts
@@ -600,8 +606,9 @@ impl Engine {
     /// customers from its identity graph.
     pub fn persisted(&mut self, budget_bytes: usize) {
         // A paging engine has read the stored timers due until
-        // `timers_read_until`: a journey whose timer is due by then (a late
-        // event's) stays until it fires.
+        // `timers_read_until`: a journey whose timer is due by then (within
+        // the read-ahead, or a late event's already due) stays until it
+        // fires.
         let overdue = match self.identity_budget {
             Some(_) => self.timers_read_until,
             None => Millis::MIN,
@@ -755,8 +762,9 @@ impl Engine {
         let until = until.min(self.watermark);
         // Stored timers due join the others, their customers read back.
         if self.identity_budget.is_some() && until > self.timers_read_until {
-            let due = self.journeys.due_timers(self.timers_read_until, until);
-            self.timers_read_until = until;
+            let read_until = until.saturating_add(TIMER_READ_AHEAD_MS);
+            let due = self.journeys.due_timers(self.timers_read_until, read_until);
+            self.timers_read_until = read_until;
             for (due, key) in due {
                 self.page_in_key(&key);
                 if let Some(node) = self.identity.node_of_key(&key) {

@@ -1,14 +1,14 @@
 //! Engine + store applying a generated workload, against raw RocksDB puts of
 //! the same number and size of writes, in one run.
 //!
-//! `cargo bench -p journey-store --bench apply -- [EVENTS] [CUSTOMERS] [CACHE] [IDENTITY]`
+//! `cargo bench --profile dev --workspace --bench apply -- [EVENTS] [CUSTOMERS] [CACHE] [IDENTITY]`
 //! (defaults 1,000,000 events, 100,000 customers, 0, 64 MiB). `CACHE` > 0
 //! bounds the journeys held in memory to about that many bytes (the others
 //! are read back from the store, as the worker does with
 //! `state.journey-cache-bytes`); 0 holds every journey in memory. With
 //! `CACHE` > 0, `IDENTITY` > 0 pages the identity graph too, as the worker
 //! does with `state.identity-cache-bytes`; 0 holds the whole graph. Prints
-//! the process's peak RSS.
+//! the process's peak RSS (which includes the input generator's customers).
 
 #![allow(missing_docs)]
 
@@ -23,6 +23,35 @@ use journey_core::{Engine, EngineConfig, StageModel};
 use journey_loadgen::{Generator, Record, Settings};
 use journey_store::{Offsets, Store, StoreBacking, StoreOptions};
 
+/// A line of `name: value` from `/proc/self/status` (`VmRSS`, `VmHWM`).
+fn proc_status(name: &str) -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map_or("unknown".to_string(), |v| v.trim().to_string())
+}
+
+fn progress(i: usize, timed: std::time::Duration, engine: &Engine, store: &Store, g: &Generator) {
+    let c = engine.cache_stats();
+    let s = store.stats();
+    eprintln!(
+        "[apply] {i} events, {:.0} events/s so far; RSS {} (peak {}); generator ~{} MiB; graph ~{} MiB, {} identifiers; journeys ~{} MiB ({} resident); {} held; {} timers; RocksDB cache {} MiB, memtables {} MiB",
+        i as f64 / timed.as_secs_f64(),
+        proc_status("VmRSS"),
+        proc_status("VmHWM"),
+        g.memory_bytes() >> 20,
+        engine.identity().memory_bytes() >> 20,
+        engine.identity().identifier_count(),
+        c.bytes >> 20,
+        c.resident,
+        engine.pending(),
+        engine.timers_pending(),
+        s.block_cache_bytes >> 20,
+        s.memtable_bytes >> 20,
+    );
+}
+
 fn main() {
     let args: Vec<u64> = std::env::args()
         .skip(1)
@@ -34,15 +63,10 @@ fn main() {
     let identity_budget = args.get(3).copied().unwrap_or(64 << 20) as usize;
     // Generated in chunks outside the timed part, so that the input never
     // holds more than one chunk of memory.
-    let mut input = Generator::new(Settings {
+    let mut generator = Generator::new(Settings {
         customers,
         ..Settings::default()
-    })
-    .filter_map(|r| match r {
-        Record::Event(e) | Record::Duplicate(e) => Some(e),
-        Record::Malformed(..) => None,
-    })
-    .take(events);
+    });
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, _) = Store::open(&dir.path().join("state"), StoreOptions::default()).expect("open");
     let store = std::sync::Arc::new(store);
@@ -79,10 +103,20 @@ fn main() {
     let mut sizes: std::collections::BTreeMap<u32, u64> = Default::default();
     let mut timed = std::time::Duration::ZERO;
     let mut i = 0usize;
+    // A progress line on stderr every 10 % of the run: a long run (10M
+    // identifiers) shows its rate and where its memory goes as it grows.
+    let progress_every = (events / 10).max(5_000).next_multiple_of(5_000);
     loop {
         // Generated a commit interval at a time, outside the timing: the
         // worker holds about that much input, not the whole run's.
-        let chunk: Vec<_> = input.by_ref().take(5_000).collect();
+        let chunk: Vec<_> = generator
+            .by_ref()
+            .filter_map(|r| match r {
+                Record::Event(e) | Record::Duplicate(e) => Some(e),
+                Record::Malformed(..) => None,
+            })
+            .take(5_000.min(events - i))
+            .collect();
         if chunk.is_empty() {
             break;
         }
@@ -110,15 +144,14 @@ fn main() {
             }
         }
         timed += started.elapsed();
+        if i.is_multiple_of(progress_every) {
+            progress(i, timed, &engine, &store, &generator);
+        }
     }
     let pipeline = timed.as_secs_f64();
-    // Peak resident set so far: engine, store and one chunk of input.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let peak = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .map_or("unknown", |l| l.trim_start_matches("VmHWM:").trim())
-        .to_string();
+    // Peak resident set so far: engine, store, the input generator (its
+    // customers) and one chunk of input.
+    let peak = proc_status("VmHWM");
     // Raw baseline: the same number of puts of the same sizes (taken from
     // the histogram in size order), in batches of the same average size.
     let (raw, _) = Store::open(&dir.path().join("raw"), StoreOptions::default()).expect("open raw");
@@ -209,5 +242,8 @@ fn main() {
         c.customer_evictions
     );
     println!("timers pending              {}", engine.timers_pending());
-    println!("peak RSS (engine+store run) {peak}");
+    println!(
+        "peak RSS (engine+store run) {peak} (of which the input generator ~{} MiB)",
+        generator.memory_bytes() >> 20
+    );
 }
