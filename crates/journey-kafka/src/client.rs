@@ -76,8 +76,9 @@ pub struct Header {
 pub struct OutputRecord {
     /// Topic.
     pub topic: String,
-    /// Key (partitioning uses it).
-    pub key: String,
+    /// Key bytes, sent as they are (partitioning uses them). Not
+    /// necessarily text: state records' keys hold binary times.
+    pub key: Vec<u8>,
     /// Value bytes; none is a tombstone (compacted topics).
     pub value: Option<Vec<u8>>,
     /// Headers.
@@ -509,7 +510,7 @@ impl Producer {
                 value: Some(h.value.as_bytes()),
             });
         }
-        let mut record: BaseRecord<'_, String, Vec<u8>, ()> =
+        let mut record: BaseRecord<'_, Vec<u8>, Vec<u8>, ()> =
             BaseRecord::to(&rec.topic).key(&rec.key).headers(headers);
         if let Some(v) = &rec.value {
             record = record.payload(v);

@@ -59,7 +59,7 @@ pub fn pipe(cfg: &Config, args: Args) -> Result<()> {
         for r in &records {
             producer.send(&OutputRecord {
                 topic: args.to.clone(),
-                key: String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                key: r.key.clone().unwrap_or_default(),
                 value: r.value.clone(),
                 headers: vec![],
                 partition: None,

@@ -119,7 +119,7 @@ pub fn produce(cfg: &Config, args: Args) -> Result<()> {
         };
         producer.send(&OutputRecord {
             topic: topic.clone(),
-            key,
+            key: key.into_bytes(),
             value: Some(value),
             headers: vec![],
             partition: None,

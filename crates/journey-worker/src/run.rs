@@ -92,7 +92,7 @@ impl Router<'_> {
         }
         let record = OutputRecord {
             topic: self.cfg.topics.transitions.clone(),
-            key: t.customer_key.clone(),
+            key: t.customer_key.as_bytes().to_vec(),
             value: Some(value),
             headers: vec![
                 Header {
@@ -136,7 +136,7 @@ impl Router<'_> {
                 self.metrics.merges.inc();
                 batch.records.push(OutputRecord {
                     topic: topics.merges.clone(),
-                    key: m.surviving_key.clone(),
+                    key: m.surviving_key.as_bytes().to_vec(),
                     value: Some(self.codec.encode_merge(&m, now_ms())?),
                     headers: vec![],
                     partition: None,
@@ -151,7 +151,7 @@ impl Router<'_> {
                 self.metrics.links.with_label_values(&["accepted"]).inc();
                 batch.records.push(OutputRecord {
                     topic: topics.identity_links.clone(),
-                    key: a.key(),
+                    key: a.key().into_bytes(),
                     value: Some(self.codec.encode_link(&a, &b, &event_id, time, None)?),
                     headers: vec![],
                     partition: None,
@@ -167,7 +167,7 @@ impl Router<'_> {
                 warn!(event_id = %event_id, a = %rejection.anchor, b = %rejection.other, reason, "identity link refused by guard");
                 batch.records.push(OutputRecord {
                     topic: topics.identity_links.clone(),
-                    key: rejection.anchor.key(),
+                    key: rejection.anchor.key().into_bytes(),
                     value: Some(self.codec.encode_link(
                         &rejection.anchor,
                         &rejection.other,
@@ -222,7 +222,7 @@ impl Router<'_> {
         };
         batch.records.push(OutputRecord {
             topic: self.cfg.topics.dead_letters.clone(),
-            key: format!("{}/{}/{}", rec.topic, rec.partition, rec.offset),
+            key: format!("{}/{}/{}", rec.topic, rec.partition, rec.offset).into_bytes(),
             value: Some(self.codec.encode_dead_letter(&d)?),
             headers: vec![Header {
                 name: "reason".into(),
@@ -352,7 +352,7 @@ pub fn run(cfg: Config, share: u32, metrics: Metrics, stop: Arc<AtomicBool>) -> 
         if let Some((key, value)) = run_record.take() {
             producer.send(&OutputRecord {
                 topic: cfg.topics.changelog.clone(),
-                key,
+                key: key.into_bytes(),
                 value: Some(value),
                 headers: vec![commit_header(n)],
                 partition: Some(marker.1),
@@ -691,7 +691,7 @@ impl ChangelogTopic<'_> {
     fn record(&self, r: &ChangelogRecord, commit: i64) -> OutputRecord {
         OutputRecord {
             topic: self.topic.to_string(),
-            key: String::from_utf8_lossy(&r.key).into_owned(),
+            key: r.key.clone(),
             value: r.value.clone(),
             headers: vec![commit_header(commit)],
             partition: self.topo.map(|t| t.changelog_partition(&r.key)),
@@ -969,4 +969,30 @@ fn apply_committed(
 
 fn instance_suffix() -> String {
     std::env::var("JOURNEY_INSTANCE_ID").unwrap_or_else(|_| "0".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_records_binary_key_is_published_byte_for_byte() {
+        // A held event's key: its time as ordered bytes (not UTF-8), then
+        // its id. Text conversion would replace the time's bytes, and a
+        // restore would write the row under another key than the engine
+        // later deletes.
+        let mut key = vec![b'h'];
+        key.extend_from_slice(&(1_767_225_600_000i64 as u64 ^ (1 << 63)).to_be_bytes());
+        key.extend_from_slice(b"ev-1");
+        assert!(std::str::from_utf8(&key).is_err());
+        let r = ChangelogRecord {
+            key: key.clone(),
+            value: None,
+        };
+        let topic = ChangelogTopic {
+            topic: "changelog",
+            topo: None,
+        };
+        assert_eq!(topic.record(&r, 7).key, key);
+    }
 }

@@ -97,7 +97,7 @@ impl Topology {
         if links {
             out.push(OutputRecord {
                 topic: self.identity_log.clone(),
-                key: key.to_string(),
+                key: key.as_bytes().to_vec(),
                 value: rec.value.clone(),
                 headers: vec![],
                 partition: Some(0),
@@ -105,7 +105,7 @@ impl Topology {
         }
         out.push(OutputRecord {
             topic: self.repartition.clone(),
-            key: key.to_string(),
+            key: key.as_bytes().to_vec(),
             value: rec.value.clone(),
             headers: vec![],
             partition: Some(partition_for(key, self.partitions)),
@@ -127,7 +127,7 @@ impl Topology {
         (!self.owns_key(&key)).then(|| OutputRecord {
             topic: self.repartition.clone(),
             partition: Some(partition_for(&key, self.partitions)),
-            key,
+            key: key.into_bytes(),
             value: rec.value.clone(),
             headers: vec![],
         })
@@ -184,7 +184,7 @@ impl Topology {
                 value: from.to_string(),
             }],
             partition: Some(partition_for(to, self.partitions)),
-            key: to.to_string(),
+            key: to.as_bytes().to_vec(),
         })
     }
 
