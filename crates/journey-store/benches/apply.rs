@@ -97,7 +97,7 @@ fn main() {
     };
     let mut out = Vec::new();
     let (mut writes, mut bytes, mut index_rows) = (0u64, 0u64, 0u64);
-    let mut by_kind: std::collections::BTreeMap<(char, bool), u64> = Default::default();
+    let mut by_family: std::collections::BTreeMap<(&str, bool), u64> = Default::default();
     // Write sizes for the raw baseline, as a histogram (size -> count): a
     // list of every size would itself be hundreds of MB at 10M
     // identifiers, inside the peak RSS this bench reports.
@@ -131,9 +131,9 @@ fn main() {
                 for r in &prepared.changelog {
                     writes += 1;
                     index_rows += u64::from(!r.is_published());
-                    // By record kind (the key's tag byte), deletions apart.
-                    let tag = r.key.first().map_or('?', |&t| t as char);
-                    *by_kind.entry((tag, r.value.is_none())).or_default() += 1;
+                    // By column family, deletions apart.
+                    let cf = r.column_family().unwrap_or("unknown");
+                    *by_family.entry((cf, r.value.is_none())).or_default() += 1;
                     let n = r.key.len() + r.value.as_ref().map_or(0, Vec::len);
                     bytes += n as u64;
                     *sizes.entry(n as u32).or_default() += 1;
@@ -197,23 +197,14 @@ fn main() {
         writes as f64 / events as f64,
         index_rows as f64 / events as f64
     );
-    let kinds: Vec<String> = by_kind
+    let kinds: Vec<String> = by_family
         .iter()
-        .map(|(&(tag, delete), n)| {
-            let what = match tag {
-                'j' => "journey",
-                'i' => "identity",
-                'c' => "customer",
-                'h' => "held event",
-                't' => "timer row",
-                'm' => "meta",
-                _ => "other",
-            };
+        .map(|(&(cf, delete), n)| {
             let verb = if delete { "deletes" } else { "puts" };
-            format!("{what} {verb} {:.2}", *n as f64 / events as f64)
+            format!("{cf} {verb} {:.2}", *n as f64 / events as f64)
         })
         .collect();
-    println!("writes per event by kind    {}", kinds.join(", "));
+    println!("writes per event by family  {}", kinds.join(", "));
     println!(
         "bytes written per event     {:.0}",
         bytes as f64 / events as f64

@@ -111,6 +111,29 @@ impl ChangelogRecord {
         self.key.first() != Some(&TAG_TIMER)
     }
 
+    /// The column family the record is written to, and its key there
+    /// (the key without its tag); none for an unknown tag.
+    fn family_and_key(&self) -> Option<(&'static str, &[u8])> {
+        let (&tag, key) = self.key.split_first()?;
+        let cf = match tag {
+            TAG_JOURNEY => CF_JOURNEYS,
+            TAG_IDENTITY => CF_IDENTITIES,
+            TAG_META => CF_META,
+            TAG_HELD => CF_HELD,
+            TAG_CUSTOMER => CF_CUSTOMERS,
+            TAG_TIMER => CF_TIMERS,
+            _ => return None,
+        };
+        Some((cf, key))
+    }
+
+    /// The name of the column family the record is written to (`journeys`,
+    /// `identities`, `meta`, `held`, `customers`, `timers`); none for a
+    /// record whose key has an unknown tag.
+    pub fn column_family(&self) -> Option<&'static str> {
+        self.family_and_key().map(|(cf, _)| cf)
+    }
+
     /// The customer key a journey or timer-index record is about, if it is
     /// one of those.
     pub fn customer_key(&self) -> Option<&[u8]> {
@@ -577,20 +600,10 @@ impl Store {
 
     fn batch_records(&self, batch: &mut WriteBatch, records: &[ChangelogRecord]) -> Result<()> {
         for r in records {
-            let (cf, key) = match r.key.split_first() {
-                Some((&TAG_JOURNEY, k)) => (CF_JOURNEYS, k),
-                Some((&TAG_IDENTITY, k)) => (CF_IDENTITIES, k),
-                Some((&TAG_META, k)) => (CF_META, k),
-                Some((&TAG_HELD, k)) => (CF_HELD, k),
-                Some((&TAG_CUSTOMER, k)) => (CF_CUSTOMERS, k),
-                Some((&TAG_TIMER, k)) => (CF_TIMERS, k),
-                _ => {
-                    return Err(Error::Decode {
-                        what: "changelog key".into(),
-                        message: format!("unknown tag in {:?}", r.key),
-                    });
-                }
-            };
+            let (cf, key) = r.family_and_key().ok_or_else(|| Error::Decode {
+                what: "changelog key".into(),
+                message: format!("unknown tag in {:?}", r.key),
+            })?;
             match &r.value {
                 Some(v) => batch.put_cf(self.cf(cf), key, v),
                 None => batch.delete_cf(self.cf(cf), key),
