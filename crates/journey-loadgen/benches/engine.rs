@@ -9,10 +9,10 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use journey_core::{Engine, EngineConfig, Event, StageModel};
 use journey_loadgen::{Generator, Record, Settings};
 
-/// The worker's allocator (see `journey-worker`): the engine is measured as
+/// The worker's allocator and its setting (see `journey-alloc`): the engine is measured as
 /// it runs there.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: journey_alloc::Allocator = journey_alloc::Allocator;
 
 fn events(settings: Settings, n: usize) -> Vec<Event> {
     Generator::new(settings)
@@ -25,6 +25,7 @@ fn events(settings: Settings, n: usize) -> Vec<Event> {
 }
 
 fn bench(c: &mut Criterion) {
+    journey_alloc::tune();
     const N: usize = 200_000;
     let in_order = events(
         Settings {

@@ -9,14 +9,15 @@
 
 use std::time::Instant;
 
-/// The worker's allocator (see `journey-worker`): measured as it runs.
+/// The worker's allocator and its setting (see `journey-alloc`): measured as it runs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: journey_alloc::Allocator = journey_alloc::Allocator;
 
 use journey_core::{Engine, EngineConfig, Event, StageModel};
 use journey_loadgen::{Generator, Record, Settings};
 
 fn main() {
+    journey_alloc::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: u64| {
         args.get(i)

@@ -5,9 +5,9 @@
 //!
 //! `cargo run --release -p journey-loadgen --example identity_memory -- [IDENTIFIERS]`
 
-/// The worker's allocator (see `journey-worker`): measured as it runs.
+/// The worker's allocator and its setting (see `journey-alloc`): measured as it runs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: journey_alloc::Allocator = journey_alloc::Allocator;
 
 use journey_core::{Guards, Identifier, IdentityGraph, Priority};
 
@@ -22,6 +22,7 @@ fn rss_kb() -> u64 {
 }
 
 fn main() {
+    journey_alloc::tune();
     let target: u64 = std::env::args()
         .nth(1)
         .map(|s| s.parse().expect("a number of identifiers"))

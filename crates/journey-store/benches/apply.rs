@@ -14,10 +14,10 @@
 
 use std::time::Instant;
 
-/// The worker's allocator (see `journey-worker`): engine and store are
-/// measured as they run there.
+/// The worker's allocator and its setting (see `journey-alloc`): engine and
+/// store are measured as they run there.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: journey_alloc::Allocator = journey_alloc::Allocator;
 
 use journey_core::{Engine, EngineConfig, StageModel};
 use journey_loadgen::{Generator, Record, Settings};
@@ -53,6 +53,7 @@ fn progress(i: usize, timed: std::time::Duration, engine: &Engine, store: &Store
 }
 
 fn main() {
+    journey_alloc::tune();
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -103,6 +104,8 @@ fn main() {
     // identifiers, inside the peak RSS this bench reports.
     let mut sizes: std::collections::BTreeMap<u32, u64> = Default::default();
     let mut timed = std::time::Duration::ZERO;
+    // Where the timed part goes: engine, encoding, RocksDB write, cache upkeep.
+    let mut phases = [std::time::Duration::ZERO; 4];
     let mut i = 0usize;
     // A progress line on stderr every 10 % of the run: a long run (10M
     // identifiers) shows its rate and where its memory goes as it grows.
@@ -124,10 +127,14 @@ fn main() {
         let started = Instant::now();
         for ev in chunk {
             i += 1;
+            let t0 = Instant::now();
             let _ = engine.submit(ev, &mut out);
             out.clear();
+            phases[0] += t0.elapsed();
             if i.is_multiple_of(5000) || i == events {
+                let t1 = Instant::now();
                 let prepared = Store::prepare_from(&mut engine, true);
+                phases[1] += t1.elapsed();
                 for r in &prepared.changelog {
                     writes += 1;
                     index_rows += u64::from(!r.is_published());
@@ -138,13 +145,17 @@ fn main() {
                     bytes += n as u64;
                     *sizes.entry(n as u32).or_default() += 1;
                 }
+                let t2 = Instant::now();
                 store
                     .write(
                         &prepared,
                         &Offsets::from([(("in".to_string(), 0), i as i64)]),
                     )
                     .expect("write");
+                let t3 = Instant::now();
+                phases[2] += t3 - t2;
                 engine.persisted(cache);
+                phases[3] += t3.elapsed();
             }
         }
         timed += started.elapsed();
@@ -196,6 +207,14 @@ fn main() {
         "state writes                {writes} ({:.2} per event; {index_rows} of them timer-index rows, {:.2} per event)",
         writes as f64 / events as f64,
         index_rows as f64 / events as f64
+    );
+    let share = |d: std::time::Duration| 100.0 * d.as_secs_f64() / pipeline;
+    println!(
+        "time by phase               engine {:.0} %, encoding {:.0} %, RocksDB write {:.0} %, cache upkeep {:.0} %",
+        share(phases[0]),
+        share(phases[1]),
+        share(phases[2]),
+        share(phases[3])
     );
     let kinds: Vec<String> = by_family
         .iter()

@@ -8,12 +8,38 @@ use crate::{Error, Result};
 /// Format version written by this build.
 pub const FORMAT_VERSION: u8 = 1;
 
-/// Encodes a value: `[FORMAT_VERSION] ++ postcard(value)`.
+/// Room reserved for an encoded value up front: most identity and customer
+/// values fit, and a journey grows it a few times rather than from nothing.
+const INITIAL_CAPACITY: usize = 128;
+
+/// Encodes a value: `[FORMAT_VERSION] ++ postcard(value)`, written straight
+/// into one buffer (no second buffer to copy the postcard bytes from).
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
+    let mut out = Vec::with_capacity(INITIAL_CAPACITY);
+    out.push(FORMAT_VERSION);
     // Serialising plain data structs into a Vec cannot fail.
-    out.extend(postcard::to_stdvec(value).expect("postcard encodes plain data"));
-    out
+    postcard::serialize_with_flavor(value, Appended(out)).expect("postcard encodes plain data")
+}
+
+/// A postcard output that appends to a `Vec` already holding a prefix.
+struct Appended(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Appended {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Decodes a value written by [`encode`]; an unknown version is an error, not garbage.
@@ -70,6 +96,7 @@ mod tests {
         let j = e.journey("customer_id:C-1").unwrap().clone();
         let bytes = encode(&j);
         assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(bytes[1..], postcard::to_stdvec(&j).unwrap());
         assert_eq!(
             decode::<journey_core::Journey>("journey", &bytes).unwrap(),
             j

@@ -26,10 +26,9 @@ use tracing::{error, info};
 
 use crate::config::Config;
 
-/// mimalloc: glibc's allocator spent about half of the worker's CPU time in
-/// malloc/free with librdkafka's threads around (`perf`, BENCHMARKS.md).
+/// mimalloc, tuned (see `journey-alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: journey_alloc::Allocator = journey_alloc::Allocator;
 
 /// Streaming journey stitching: Kafka in, identity stitching and stage models,
 /// stage transitions out, exactly once.
@@ -98,6 +97,7 @@ fn init_logs(cfg: &Config) {
 }
 
 fn main() {
+    journey_alloc::tune();
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
         eprintln!("error: {e:#}");
