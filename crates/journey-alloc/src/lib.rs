@@ -36,8 +36,12 @@ use libmimalloc_sys as mi;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Allocator;
 
-/// The alignment every mimalloc block has (`sizeof(uintptr_t)`).
-const WORD: usize = std::mem::size_of::<usize>();
+/// Whether a block of `layout` needs mimalloc's aligned interface: only
+/// above the word alignment (`sizeof(uintptr_t)`) every mimalloc block has.
+#[inline]
+fn needs_aligned(layout: Layout) -> bool {
+    layout.align() > std::mem::size_of::<usize>()
+}
 
 // SAFETY: every block comes from mimalloc and goes back to it; a block is
 // asked of the aligned interface unless its alignment is at most a word,
@@ -47,10 +51,10 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: plain calls into mimalloc; a null result is out of memory.
         unsafe {
-            if layout.align() <= WORD {
-                mi::mi_malloc(layout.size()).cast()
-            } else {
+            if needs_aligned(layout) {
                 mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
+            } else {
+                mi::mi_malloc(layout.size()).cast()
             }
         }
     }
@@ -59,10 +63,10 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
         unsafe {
-            if layout.align() <= WORD {
-                mi::mi_zalloc(layout.size()).cast()
-            } else {
+            if needs_aligned(layout) {
                 mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            } else {
+                mi::mi_zalloc(layout.size()).cast()
             }
         }
     }
@@ -77,10 +81,10 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr` came from this allocator with `layout`'s alignment.
         unsafe {
-            if layout.align() <= WORD {
-                mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
-            } else {
+            if needs_aligned(layout) {
                 mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, layout.align()).cast()
+            } else {
+                mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
             }
         }
     }
