@@ -78,7 +78,8 @@ def wait_caught_up(topics, workers, total, timeout=180, partitions=1):
         for w in workers:
             assert w.alive(), w.output()[-3000:]
         time.sleep(0.5)
-    raise AssertionError(f"workers did not catch up: committed {done} of {total}")
+    tails = "".join(f"\n--- worker {i}, last lines ---\n{w.output()[-3000:]}" for i, w in enumerate(workers))
+    raise AssertionError(f"workers did not catch up: committed {done} of {total}{tails}")
 
 
 def repartition_settled(topics, instances, quiet=8.0, timeout=120):

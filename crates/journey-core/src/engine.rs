@@ -2,6 +2,7 @@
 //! timers and the outputs they produce.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -1024,17 +1025,30 @@ impl Engine {
     /// Links the identifiers of an event (some new, or of several customers),
     /// reports the links and refusals, merges the journeys of the customers
     /// it joined and returns the resulting customer's key node.
-    fn link(&mut self, event: &Event, out: &mut Vec<Output>) -> u32 {
+    /// The event's identifiers are moved into the outputs that report them
+    /// (nothing needs them after linking).
+    fn link(&mut self, event: &mut Event, out: &mut Vec<Output>) -> u32 {
         let mut links = std::mem::take(&mut self.links);
         self.identity.link_nodes(&event.identifiers, &mut links);
-        let ids = &event.identifiers;
+        let (anchor, others) = event
+            .identifiers
+            .split_first_mut()
+            .expect("an event has an identifier");
+        // Each index after the first is linked or rejected once.
+        let mut take = |i: usize| {
+            let id = &mut others[i - 1];
+            Identifier {
+                kind: id.kind.clone(),
+                value: std::mem::take(&mut id.value),
+            }
+        };
         for &i in &links.linked {
             self.stats.links += 1;
             out.push(Output::Link {
                 event_id: event.event_id.clone(),
                 time: event.time,
-                a: ids[0].clone(),
-                b: ids[i].clone(),
+                a: anchor.clone(),
+                b: take(i),
             });
         }
         for &(i, reason) in &links.rejected {
@@ -1043,8 +1057,8 @@ impl Engine {
                 event_id: event.event_id.clone(),
                 time: event.time,
                 rejection: Rejection {
-                    anchor: ids[0].clone(),
-                    other: ids[i].clone(),
+                    anchor: anchor.clone(),
+                    other: take(i),
                     reason,
                 },
             });
@@ -1251,9 +1265,8 @@ fn absorb(survivor: &mut Journey, other: Journey) {
         s.sequence = s.sequence.max(e.sequence);
     }
     survivor.touch_count += other.touch_count;
-    for (c, n) in other.channel_counts {
-        *survivor.channel_counts.entry(c).or_default() += n;
-    }
+    let counts = Arc::make_mut(&mut survivor.channel_counts);
+    counts.add_all(&other.channel_counts);
     for tp in other.touchpoints {
         match survivor
             .touchpoints
@@ -1261,9 +1274,7 @@ fn absorb(survivor: &mut Journey, other: Journey) {
         {
             Ok(_) => {
                 survivor.touch_count -= 1;
-                if let Some(n) = survivor.channel_counts.get_mut(&tp.channel) {
-                    *n -= 1;
-                }
+                counts.remove_one(&tp.channel);
             }
             Err(at) => survivor.touchpoints.insert(at, tp),
         }

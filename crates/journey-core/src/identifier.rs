@@ -3,6 +3,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Name;
+
 /// An identifier of a person: `(type, value)`, e.g. `(email, ana@example.com)`.
 ///
 /// Build it with [`Identifier::new`], which normalises: the type is trimmed and
@@ -10,9 +12,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Identifier {
     /// Identifier type, e.g. `customer_id`, `email`, `anonymous_id`
-    /// (written `type` in JSON, as in the Avro schema).
+    /// (written `type` in JSON, as in the Avro schema). A shared name: the
+    /// types are few, so the engine's copies of an identifier (in
+    /// transitions, merges, links) share one type string.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Name,
     /// Identifier value.
     pub value: String,
 }
@@ -27,17 +31,20 @@ impl Identifier {
         } else {
             value.to_owned()
         };
-        Identifier { kind, value }
+        Identifier {
+            kind: kind.into(),
+            value,
+        }
     }
 
     /// Normalises in place, allocating only when something changes.
     pub fn normalize(&mut self) {
         let kind_ok = !needs_trim(&self.kind) && !self.kind.bytes().any(|b| b.is_ascii_uppercase());
         if !kind_ok {
-            self.kind = self.kind.trim().to_ascii_lowercase();
+            self.kind = self.kind.trim().to_ascii_lowercase().into();
         }
         let value_ok =
-            !needs_trim(&self.value) && (self.kind != "email" || !has_uppercase(&self.value));
+            !needs_trim(&self.value) && (&*self.kind != "email" || !has_uppercase(&self.value));
         if !value_ok {
             *self = Identifier::new(&self.kind, &self.value);
         }
@@ -45,7 +52,7 @@ impl Identifier {
 
     /// The written form `type:value`, which is also a customer key.
     pub fn key(&self) -> String {
-        let mut key = String::new();
+        let mut key = String::with_capacity(self.kind.len() + 1 + self.value.len());
         self.write_key(&mut key);
         key
     }
@@ -87,14 +94,22 @@ pub(crate) fn needs_trim(s: &str) -> bool {
     }
 }
 
-/// Whether `s` has an upper-case character (what `to_lowercase` changes),
-/// byte by byte for ASCII text.
+/// Whether `s` has a character that `to_lowercase` changes (upper case,
+/// and title case such as `ǅ`): one pass over the bytes, by character only
+/// from the first non-ASCII one.
 fn has_uppercase(s: &str) -> bool {
-    if s.is_ascii() {
-        s.bytes().any(|b| b.is_ascii_uppercase())
-    } else {
-        s.chars().any(char::is_uppercase)
+    for (i, b) in s.bytes().enumerate() {
+        if b.is_ascii_uppercase() {
+            return true;
+        }
+        if !b.is_ascii() {
+            return s[i..].chars().any(|c| {
+                let mut lower = c.to_lowercase();
+                !(lower.next() == Some(c) && lower.next().is_none())
+            });
+        }
     }
+    false
 }
 
 /// Writes the customer key `kind:value` into `buf` (cleared first): the one
@@ -187,7 +202,7 @@ mod tests {
     #[test]
     fn normalises_type_and_email() {
         let id = Identifier::new(" Email ", "  Ana@Example.COM ");
-        assert_eq!(id.kind, "email");
+        assert_eq!(&*id.kind, "email");
         assert_eq!(id.value, "ana@example.com");
         let id = Identifier::new("customer_id", " C-1 ");
         assert_eq!(id.value, "C-1", "non-email values keep their case");
@@ -219,6 +234,7 @@ mod tests {
             ("email", "Ana@X.com"),
             ("email", "ana@x.com"),
             ("email", "ÁNA@x.com"),
+            ("email", "ǅoe@x.com"),
             (" EMAIL", "a@x "),
             ("phone", "\u{a0}+1 555\u{2003}"),
             ("device_id", "Dev-1"),
@@ -247,5 +263,22 @@ mod tests {
         assert_eq!(p.compare(&unknown_a, &unknown_z), Ordering::Less);
         let c2 = Identifier::new("customer_id", "A");
         assert_eq!(p.compare(&c2, &c), Ordering::Less, "ties by smallest value");
+    }
+
+    #[test]
+    fn uppercase_check_agrees_with_lowercasing() {
+        for s in [
+            "",
+            "ana@x.com",
+            "Ana@x.com",
+            "ana@X",
+            "ána@x",
+            "áNA",
+            "ÁNA",
+            "日本",
+            "ǅ",
+        ] {
+            assert_eq!(has_uppercase(s), s.to_lowercase() != s, "{s:?}");
+        }
     }
 }

@@ -491,7 +491,7 @@ impl IdentityGraph {
             return n;
         }
         let id = Identifier::from_key(key).unwrap_or_else(|| Identifier {
-            kind: String::new(),
+            kind: "".into(),
             value: key.to_string(),
         });
         let (n, _) = self.intern(&id);

@@ -1,12 +1,12 @@
 //! One customer's journey: touchpoints in event-time order and per-model state.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Change, StageModel};
 use crate::names::Names;
-use crate::{Millis, Name, Touchpoint};
+use crate::{ChannelCounts, Millis, Touchpoint};
 
 pub use crate::model::ModelState;
 
@@ -36,8 +36,9 @@ pub struct Journey {
     pub emitted: Vec<Emitted>,
     /// Touchpoints ever applied (trimmed ones included).
     pub touch_count: u64,
-    /// Touchpoints ever applied, per channel.
-    pub channel_counts: BTreeMap<Name, u64>,
+    /// Touchpoints ever applied, per channel (shared with the transitions
+    /// that report them, copied on write).
+    pub channel_counts: Arc<ChannelCounts>,
     /// Due time of this journey's entry in the engine's timer queue, if any
     /// (the real next timer may be later; it is re-checked when the entry pops).
     pub next_due: Option<Millis>,
@@ -69,7 +70,7 @@ impl Journey {
             models: initial,
             emitted: vec![Emitted::default(); models.len()],
             touch_count: 0,
-            channel_counts: BTreeMap::new(),
+            channel_counts: Arc::default(),
             next_due: None,
             stored_due: StoredDue::default(),
         }
@@ -102,12 +103,7 @@ impl Journey {
 
     pub(crate) fn count(&mut self, tp: &Touchpoint) {
         self.touch_count += 1;
-        match self.channel_counts.get_mut(&tp.channel) {
-            Some(n) => *n += 1,
-            None => {
-                self.channel_counts.insert(tp.channel.clone(), 1);
-            }
-        }
+        Arc::make_mut(&mut self.channel_counts).add(&tp.channel, 1);
     }
 
     /// Replaces the journey's names by the engine's shared copies (a journey
@@ -117,14 +113,7 @@ impl Journey {
             names.share(&mut tp.channel);
             names.share(&mut tp.event_type);
         }
-        let counts = std::mem::take(&mut self.channel_counts);
-        self.channel_counts = counts
-            .into_iter()
-            .map(|(mut c, n)| {
-                names.share(&mut c);
-                (c, n)
-            })
-            .collect();
+        Arc::make_mut(&mut self.channel_counts).share_names(names);
     }
 
     /// Applies an in-order touchpoint: due timers first (unless the caller

@@ -8,6 +8,7 @@
 //! reads. Time always comes in as an argument (milliseconds since the Unix epoch),
 //! so every result is a deterministic function of the inputs.
 
+mod counts;
 mod engine;
 mod error;
 mod event;
@@ -20,6 +21,7 @@ mod names;
 mod nodes;
 mod transition;
 
+pub use counts::ChannelCounts;
 pub use engine::{
     ChangeRef, Engine, EngineConfig, EngineMeta, EngineStats, Output, StateChanges, Submitted,
 };

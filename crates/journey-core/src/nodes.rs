@@ -33,7 +33,7 @@ struct Node {
 /// Identifiers by node number (see the module documentation).
 #[derive(Clone, Default)]
 pub(crate) struct Nodes {
-    kinds: Vec<String>,
+    kinds: Vec<crate::Name>,
     /// Each type's rank in the priority its nodes were added with.
     ranks: Vec<usize>,
     nodes: Vec<Node>,
@@ -65,7 +65,10 @@ impl Nodes {
 
     /// The number of a type name, if any identifier of that type was seen.
     pub(crate) fn kind_id(&self, kind: &str) -> Option<u32> {
-        self.kinds.iter().position(|k| k == kind).map(|i| i as u32)
+        self.kinds
+            .iter()
+            .position(|k| &**k == kind)
+            .map(|i| i as u32)
     }
 
     /// The node of an identifier, if known.
@@ -248,15 +251,17 @@ impl Nodes {
     /// The identifier of node `n`.
     pub(crate) fn identifier(&self, n: u32) -> Identifier {
         Identifier {
-            kind: self.kind(n).to_owned(),
+            kind: self.kinds[self.nodes[n as usize].kind as usize].clone(),
             value: self.value(n).to_owned(),
         }
     }
 
     /// Node `n` as a customer key, `type:value`.
     pub(crate) fn key(&self, n: u32) -> String {
-        let mut key = String::new();
-        crate::identifier::write_key(self.kind(n), self.value(n), &mut key);
+        let (kind, value) = (self.kind(n), self.value(n));
+        // Sized up front: `write_key`'s reserve is then only a check.
+        let mut key = String::with_capacity(kind.len() + 1 + value.len());
+        crate::identifier::write_key(kind, value, &mut key);
         key
     }
 

@@ -1,8 +1,8 @@
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Identifier, Millis, Name};
+use crate::{ChannelCounts, Identifier, Millis, Name};
 
 /// What caused a stage transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,8 +66,9 @@ pub struct Transition {
     pub sequence: u64,
     /// Touchpoints of the journey so far.
     pub touchpoints: u64,
-    /// Touchpoints per channel.
-    pub channel_counts: BTreeMap<Name, u64>,
+    /// Touchpoints per channel. Shared with the journey: it copies them only
+    /// if it counts another touchpoint while a transition still holds them.
+    pub channel_counts: Arc<ChannelCounts>,
 }
 
 impl Transition {

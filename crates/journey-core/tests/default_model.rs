@@ -197,7 +197,7 @@ fn transitions_carry_sequence_duration_counts_and_ids() {
     assert_eq!(t[1].sequence, 2);
     assert_eq!(t[1].previous_stage_ms, Some(3 * DAY + 4 * HOUR));
     assert_eq!(t[1].touchpoints, 3);
-    assert_eq!(t[1].channel_counts.get("store"), Some(&1));
+    assert_eq!(t[1].channel_counts.get("store"), Some(1));
     assert_eq!(t[1].id(), "customer_id:C-17|funnel5|2");
     assert_eq!(t[1].time, T0 + 3 * DAY + 4 * HOUR);
 }

@@ -113,7 +113,7 @@ proptest! {
         // Persons sharing a device (0/1, 2/3, 4/5) belong together.
         let mut parts: BTreeMap<String, Vec<Event>> = BTreeMap::new();
         for e in events {
-            let group = e.identifiers.iter().find(|i| i.kind == "device_id").map(|i| i.value.clone())
+            let group = e.identifiers.iter().find(|i| &*i.kind == "device_id").map(|i| i.value.clone())
                 .unwrap_or_else(|| {
                     let p: usize = e.identifiers[0].value.chars().filter(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap();
                     format!("dev-{}", p / 2)

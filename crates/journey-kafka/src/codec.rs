@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use apache_avro::types::Value;
 use apache_avro::{Schema, from_avro_datum, to_avro_datum};
-use journey_core::{Event, Identifier, Millis, ProfileMerge, Transition};
+use journey_core::{ChannelCounts, Event, Identifier, Millis, ProfileMerge, Transition};
 use thiserror::Error;
 
 use crate::{Error, Result};
@@ -208,7 +208,7 @@ fn opt_str(v: Option<&str>) -> Value {
 
 fn identifier_value(id: &Identifier) -> Value {
     Value::Record(vec![
-        ("type".into(), Value::String(id.kind.clone())),
+        ("type".into(), Value::String(id.kind.to_string())),
         ("value".into(), Value::String(id.value.clone())),
     ])
 }
@@ -357,7 +357,7 @@ impl Codec {
                 Value::Map(
                     t.channel_counts
                         .iter()
-                        .map(|(k, v)| (k.to_string(), Value::Long(*v as i64)))
+                        .map(|(k, v)| (k.to_string(), Value::Long(v as i64)))
                         .collect(),
                 ),
             ),
@@ -502,8 +502,13 @@ fn unwrap_union(v: &Value) -> &Value {
 }
 
 fn string(f: &Fields, k: &str) -> Result<String, String> {
+    str_field(f, k).map(str::to_owned)
+}
+
+/// The text of string (or enum) field `k`, borrowed.
+fn str_field<'f>(f: &'f Fields, k: &str) -> Result<&'f str, String> {
     match f.get(k).map(unwrap_union) {
-        Some(Value::String(s)) | Some(Value::Enum(_, s)) => Ok(s.clone()),
+        Some(Value::String(s)) | Some(Value::Enum(_, s)) => Ok(s),
         other => Err(format!("field {k}: expected a string, got {other:?}")),
     }
 }
@@ -529,7 +534,7 @@ fn identifiers(f: &Fields, k: &str) -> Result<Vec<Identifier>, String> {
         .map(|i| {
             let f = fields(i.clone())?;
             Ok(Identifier {
-                kind: string(&f, "type")?,
+                kind: str_field(&f, "type")?.into(),
                 value: string(&f, "value")?,
             })
         })
@@ -593,11 +598,11 @@ fn transition_from_value(v: Value) -> Result<Transition, String> {
         Some(Value::Map(m)) => m
             .iter()
             .filter_map(|(k, v)| match v {
-                Value::Long(n) => Some((k.as_str().into(), *n as u64)),
+                Value::Long(n) => Some((k.as_str(), *n as u64)),
                 _ => None,
             })
             .collect(),
-        _ => BTreeMap::new(),
+        _ => ChannelCounts::default(),
     };
     Ok(Transition {
         customer_key: string(&f, "customer_key")?,
@@ -611,7 +616,7 @@ fn transition_from_value(v: Value) -> Result<Transition, String> {
         previous_stage_ms: long(&f, "previous_stage_duration_ms").ok(),
         sequence: long(&f, "sequence")? as u64,
         touchpoints: long(&f, "touchpoint_count")? as u64,
-        channel_counts,
+        channel_counts: channel_counts.into(),
     })
 }
 
@@ -708,7 +713,7 @@ mod tests {
             previous_stage_ms: Some(9),
             sequence: 3,
             touchpoints: 7,
-            channel_counts: BTreeMap::from([("store".into(), 7)]),
+            channel_counts: std::sync::Arc::new([("store", 7)].into_iter().collect()),
         };
         assert_eq!(
             c.decode_transition(&c.encode_transition(&t, 99).unwrap())

@@ -312,10 +312,13 @@ fn parse_identity_key(k: &[u8]) -> Result<Identifier> {
         message: "not type\\0value".into(),
     };
     let i = k.iter().position(|&b| b == 0).ok_or_else(bad)?;
-    let s = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad());
+    let (kind, value) = (
+        std::str::from_utf8(&k[..i]),
+        std::str::from_utf8(&k[i + 1..]),
+    );
     Ok(Identifier {
-        kind: s(&k[..i])?,
-        value: s(&k[i + 1..])?,
+        kind: kind.map_err(|_| bad())?.into(),
+        value: value.map_err(|_| bad())?.to_owned(),
     })
 }
 
