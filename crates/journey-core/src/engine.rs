@@ -1,7 +1,7 @@
 //! The engine: watermark-ordered event application, identity linking, merges,
 //! timers and the outputs they produce.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::identity::NodeLinks;
 use crate::journeys::Journeys;
 use crate::model::Change;
+use crate::names::Names;
+use crate::timers::TimerQueue;
 use crate::{
     CacheStats, Cause, DAY_MS, Event, EventError, Guards, Identifier, IdentityGraph, Journey,
     JourneyBacking, Millis, Priority, ProfileMerge, Rejection, StageModel, Transition, TriggerRef,
@@ -153,7 +155,7 @@ pub struct Engine {
     /// Slots of written held events released since: deleted at the next take.
     pending_gone: Vec<(Millis, String)>,
     /// Timer entries: (due time, key node of the customer).
-    timers: BTreeSet<(Millis, u32)>,
+    timers: TimerQueue,
     max_time: Millis,
     watermark: Millis,
     stats: EngineStats,
@@ -267,7 +269,7 @@ impl Engine {
             pending: BTreeMap::new(),
             pending_new: Vec::new(),
             pending_gone: Vec::new(),
-            timers: BTreeSet::new(),
+            timers: TimerQueue::new(),
             max_time: Millis::MIN,
             watermark: Millis::MIN,
             stats: EngineStats::default(),
@@ -299,7 +301,7 @@ impl Engine {
         for (key, mut j) in journeys {
             let node = e.identity.key_node(&key);
             if let Some(due) = j.next_due {
-                e.timers.insert((due, node));
+                e.timers.insert(due, node);
             }
             j.stored_due.0 = j.next_due;
             j.share_names(&mut e.journeys.names);
@@ -350,7 +352,7 @@ impl Engine {
         e.journeys.set_backing(backing);
         for (due, key) in timers {
             let node = e.identity.key_node(&key);
-            e.timers.insert((due, node));
+            e.timers.insert(due, node);
         }
         e
     }
@@ -623,7 +625,7 @@ impl Engine {
         // unchanged since): read back when due, as its nodes may leave memory.
         for (node, due) in dropped {
             if let Some(due) = due {
-                self.timers.remove(&(due, node));
+                self.timers.remove(due, node);
             }
         }
         let settled =
@@ -769,22 +771,17 @@ impl Engine {
             for (due, key) in due {
                 self.page_in_key(&key);
                 if let Some(node) = self.identity.node_of_key(&key) {
-                    self.timers.insert((due, node));
+                    self.timers.insert(due, node);
                 }
             }
         }
         let mut batch = Vec::new();
-        while let Some(&(due, _)) = self.timers.first() {
-            if due > until {
-                break;
-            }
+        while let Some((due, node)) = self.timers.pop_due(until) {
             // Timers due at the same time fire in customer key order, not
             // node order (node numbers differ between an engine and one
             // restored from its state).
-            while let Some(&(d, node)) = self.timers.first()
-                && d == due
-            {
-                self.timers.pop_first();
+            batch.push(node);
+            while let Some((_, node)) = self.timers.pop_due(due) {
                 batch.push(node);
             }
             if batch.len() > 1 {
@@ -866,7 +863,7 @@ impl Engine {
         };
         if journey.next_due.is_none_or(|scheduled| due < scheduled) {
             journey.next_due = Some(due);
-            self.timers.insert((due, node));
+            self.timers.insert(due, node);
         }
     }
 
@@ -907,16 +904,16 @@ impl Engine {
         if links.absorbed.is_empty() {
             return;
         }
-        let trigger = TriggerRef {
+        let trigger = |names: &mut Names| TriggerRef {
             event_id: event.event_id.clone(),
-            channel: self.journeys.names.get(&event.channel),
-            event_type: self.journeys.names.get(&event.event_type),
+            channel: names.get(&event.channel),
+            event_type: names.get(&event.event_type),
         };
         self.merge(
             links.key,
             &links.absorbed,
             (event.time, &event.event_id),
-            &trigger,
+            trigger,
             out,
         );
     }
@@ -982,7 +979,7 @@ impl Engine {
         if let Some((time, trigger)) = last.filter(|_| outcome.key != from) {
             let event_id = trigger.event_id.clone();
             if let Some(key) = self.identity.node(&outcome.key) {
-                self.merge(key, &[from_node], (time, &event_id), &trigger, out);
+                self.merge(key, &[from_node], (time, &event_id), |_| trigger, out);
             }
         }
     }
@@ -1152,13 +1149,14 @@ impl Engine {
     }
 
     /// Merges the journeys of the customers whose key nodes were `absorbed`
-    /// into the customer of key node `key`.
+    /// into the customer of key node `key`. The trigger of the merge's
+    /// transitions is made only if there are any (not for a key change).
     fn merge(
         &mut self,
         key: u32,
         absorbed: &[u32],
         (time, event_id): (Millis, &str),
-        trigger: &TriggerRef,
+        trigger: impl FnOnce(&mut Names) -> TriggerRef,
         out: &mut Vec<Output>,
     ) {
         let mut parts: Vec<(u32, String, Box<Journey>)> = absorbed
@@ -1205,7 +1203,8 @@ impl Engine {
             absorb(&mut survivor, *other);
         }
         if !moved_only {
-            self.recompute(key, &mut survivor, Cause::Merge, trigger, out);
+            let trigger = trigger(&mut self.journeys.names);
+            self.recompute(key, &mut survivor, Cause::Merge, &trigger, out);
         }
         survivor.next_due = None;
         self.schedule(key, &mut survivor);

@@ -1,5 +1,6 @@
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +33,22 @@ impl Identifier {
             value.to_owned()
         };
         Identifier {
-            kind: kind.into(),
+            kind: Identifier::type_name(&kind),
             value,
+        }
+    }
+
+    /// A type name as identifiers hold it: the default priority's types
+    /// (`customer_id`, `email`, ...) are one shared copy each, so an
+    /// identifier of one of them holds no type string of its own (and the
+    /// identity graph recognises its type by pointer); others are a new name.
+    /// Taken as given: no normalisation.
+    pub fn type_name(kind: &str) -> Name {
+        static DEFAULT: LazyLock<[Name; DEFAULT_TYPES.len()]> =
+            LazyLock::new(|| DEFAULT_TYPES.map(Name::from));
+        match DEFAULT.iter().find(|k| ***k == *kind) {
+            Some(shared) => shared.clone(),
+            None => kind.into(),
         }
     }
 
@@ -41,7 +56,7 @@ impl Identifier {
     pub fn normalize(&mut self) {
         let kind_ok = !needs_trim(&self.kind) && !self.kind.bytes().any(|b| b.is_ascii_uppercase());
         if !kind_ok {
-            self.kind = self.kind.trim().to_ascii_lowercase().into();
+            self.kind = Identifier::type_name(&self.kind.trim().to_ascii_lowercase());
         }
         let value_ok =
             !needs_trim(&self.value) && (&*self.kind != "email" || !has_uppercase(&self.value));
@@ -138,21 +153,19 @@ pub struct Priority {
     order: Vec<String>,
 }
 
+/// The default priority of identifier types, highest first.
+const DEFAULT_TYPES: [&str; 6] = [
+    "customer_id",
+    "email",
+    "phone",
+    "loyalty_id",
+    "device_id",
+    "anonymous_id",
+];
+
 impl Default for Priority {
     fn default() -> Self {
-        Priority::new(
-            [
-                "customer_id",
-                "email",
-                "phone",
-                "loyalty_id",
-                "device_id",
-                "anonymous_id",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        )
+        Priority::new(DEFAULT_TYPES.iter().map(|s| s.to_string()).collect())
     }
 }
 

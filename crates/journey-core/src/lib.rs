@@ -19,6 +19,7 @@ mod journeys;
 mod model;
 mod names;
 mod nodes;
+mod timers;
 mod transition;
 
 pub use counts::ChannelCounts;

@@ -13,7 +13,7 @@
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
 
-use crate::{Identifier, Priority};
+use crate::{Identifier, Name, Priority};
 
 /// A type number that names no type: the slot of a forgotten identifier.
 const NO_KIND: u32 = u32::MAX;
@@ -33,7 +33,7 @@ struct Node {
 /// Identifiers by node number (see the module documentation).
 #[derive(Clone, Default)]
 pub(crate) struct Nodes {
-    kinds: Vec<crate::Name>,
+    kinds: Vec<Name>,
     /// Each type's rank in the priority its nodes were added with.
     ranks: Vec<usize>,
     nodes: Vec<Node>,
@@ -71,14 +71,22 @@ impl Nodes {
             .map(|i| i as u32)
     }
 
-    /// The node of an identifier, if known.
+    /// The node of an identifier, if known. Its type is looked up by the
+    /// shared name's pointer first (see [`Identifier::type_name`]).
     pub(crate) fn find(&self, id: &Identifier) -> Option<u32> {
-        self.find_parts(&id.kind, &id.value)
+        let kind = match self.kinds.iter().position(|k| Name::ptr_eq(k, &id.kind)) {
+            Some(k) => k as u32,
+            None => self.kind_id(&id.kind)?,
+        };
+        self.find_in(kind, &id.value)
     }
 
     /// The node of the identifier `kind:value`, if known.
     pub(crate) fn find_parts(&self, kind: &str, value: &str) -> Option<u32> {
-        let kind = self.kind_id(kind)?;
+        self.find_in(self.kind_id(kind)?, value)
+    }
+
+    fn find_in(&self, kind: u32, value: &str) -> Option<u32> {
         self.index
             .find(self.hash(kind, value), |&n| {
                 let node = self.nodes[n as usize];

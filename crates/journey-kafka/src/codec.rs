@@ -534,7 +534,7 @@ fn identifiers(f: &Fields, k: &str) -> Result<Vec<Identifier>, String> {
         .map(|i| {
             let f = fields(i.clone())?;
             Ok(Identifier {
-                kind: str_field(&f, "type")?.into(),
+                kind: Identifier::type_name(str_field(&f, "type")?),
                 value: string(&f, "value")?,
             })
         })

@@ -317,7 +317,7 @@ fn parse_identity_key(k: &[u8]) -> Result<Identifier> {
         std::str::from_utf8(&k[i + 1..]),
     );
     Ok(Identifier {
-        kind: kind.map_err(|_| bad())?.into(),
+        kind: Identifier::type_name(kind.map_err(|_| bad())?),
         value: value.map_err(|_| bad())?.to_owned(),
     })
 }
