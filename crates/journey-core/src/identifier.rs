@@ -44,9 +44,7 @@ impl Identifier {
     /// identity graph recognises its type by pointer); others are a new name.
     /// Taken as given: no normalisation.
     pub fn type_name(kind: &str) -> Name {
-        static DEFAULT: LazyLock<[Name; DEFAULT_TYPES.len()]> =
-            LazyLock::new(|| DEFAULT_TYPES.map(Name::from));
-        match DEFAULT.iter().find(|k| ***k == *kind) {
+        match shared_types().iter().find(|k| ***k == *kind) {
             Some(shared) => shared.clone(),
             None => kind.into(),
         }
@@ -54,12 +52,20 @@ impl Identifier {
 
     /// Normalises in place, allocating only when something changes.
     pub fn normalize(&mut self) {
-        let kind_ok = !needs_trim(&self.kind) && !self.kind.bytes().any(|b| b.is_ascii_uppercase());
+        let shared = shared_types();
+        // A shared default type is normalised already: recognised by pointer.
+        let is_shared = shared.iter().any(|k| Name::ptr_eq(k, &self.kind));
+        let kind_ok = is_shared
+            || !needs_trim(&self.kind) && !self.kind.bytes().any(|b| b.is_ascii_uppercase());
         if !kind_ok {
             self.kind = Identifier::type_name(&self.kind.trim().to_ascii_lowercase());
         }
-        let value_ok =
-            !needs_trim(&self.value) && (&*self.kind != "email" || !has_uppercase(&self.value));
+        let is_email = if is_shared {
+            Name::ptr_eq(&self.kind, &shared[EMAIL])
+        } else {
+            &*self.kind == "email"
+        };
+        let value_ok = !needs_trim(&self.value) && (!is_email || !has_uppercase(&self.value));
         if !value_ok {
             *self = Identifier::new(&self.kind, &self.value);
         }
@@ -162,6 +168,17 @@ const DEFAULT_TYPES: [&str; 6] = [
     "device_id",
     "anonymous_id",
 ];
+
+/// Where `email` is in [`DEFAULT_TYPES`].
+const EMAIL: usize = 1;
+
+/// [`DEFAULT_TYPES`] as shared names, one copy each for the process (see
+/// [`Identifier::type_name`]).
+fn shared_types() -> &'static [Name; DEFAULT_TYPES.len()] {
+    static SHARED: LazyLock<[Name; DEFAULT_TYPES.len()]> =
+        LazyLock::new(|| DEFAULT_TYPES.map(Name::from));
+    &SHARED
+}
 
 impl Default for Priority {
     fn default() -> Self {
@@ -276,6 +293,30 @@ mod tests {
         assert_eq!(p.compare(&unknown_a, &unknown_z), Ordering::Less);
         let c2 = Identifier::new("customer_id", "A");
         assert_eq!(p.compare(&c2, &c), Ordering::Less, "ties by smallest value");
+    }
+
+    #[test]
+    fn shared_types_normalise_as_their_text_does() {
+        assert_eq!(DEFAULT_TYPES[EMAIL], "email");
+        for kind in DEFAULT_TYPES.iter().chain(&["zzz_id", "Email"]) {
+            for value in ["Ana@X.com", " v ", "v"] {
+                let mut id = Identifier {
+                    kind: Identifier::type_name(kind),
+                    value: value.into(),
+                };
+                id.normalize();
+                assert_eq!(id, Identifier::new(kind, value), "{kind:?} {value:?}");
+            }
+        }
+        let email = Identifier::new("email", "a@x");
+        assert!(Name::ptr_eq(
+            &email.kind,
+            &Identifier::new(" EMAIL", "b@x").kind
+        ));
+        assert!(!Name::ptr_eq(
+            &Identifier::new("zzz_id", "1").kind,
+            &Identifier::new("zzz_id", "1").kind
+        ));
     }
 
     #[test]

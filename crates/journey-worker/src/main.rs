@@ -61,7 +61,8 @@ enum Command {
     /// Benchmark baseline: copy records between topics with the worker's
     /// clients and commit settings, and no decoding or state.
     Pipe(pipe::Args),
-    /// Run the stage models over a file of events (JSON lines), without Kafka.
+    /// Run the stage models over a file of events (JSON lines or an Avro
+    /// container file), without Kafka.
     Replay(replay::Args),
     /// List the builtin stage models, or validate model files.
     Models {
