@@ -43,32 +43,43 @@ fn needs_aligned(layout: Layout) -> bool {
     layout.align() > std::mem::size_of::<usize>()
 }
 
+/// A new block of `layout` from mimalloc's `plain` entry point, or from
+/// its `aligned` one when the layout needs it.
+///
+/// # Safety
+///
+/// `plain` and `aligned` are a pair of mimalloc's allocation functions
+/// (`mi_malloc`/`mi_malloc_aligned`, `mi_zalloc`/`mi_zalloc_aligned`).
+#[inline]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: plain calls into mimalloc; a null result is out of memory.
+    unsafe {
+        if needs_aligned(layout) {
+            aligned(layout.size(), layout.align()).cast()
+        } else {
+            plain(layout.size()).cast()
+        }
+    }
+}
+
 // SAFETY: every block comes from mimalloc and goes back to it; a block is
 // asked of the aligned interface unless its alignment is at most a word,
 // which every mimalloc block has.
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: plain calls into mimalloc; a null result is out of memory.
-        unsafe {
-            if needs_aligned(layout) {
-                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            } else {
-                mi::mi_malloc(layout.size()).cast()
-            }
-        }
+        // SAFETY: mimalloc's pair of allocation functions.
+        unsafe { allocate(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as in `alloc`.
-        unsafe {
-            if needs_aligned(layout) {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            } else {
-                mi::mi_zalloc(layout.size()).cast()
-            }
-        }
+        // SAFETY: mimalloc's pair of zeroing allocation functions.
+        unsafe { allocate(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]

@@ -46,9 +46,15 @@ impl ChannelCounts {
             entry.1 += n;
             return;
         }
+        self.add_text(channel, n, || channel.clone());
+    }
+
+    /// Adds `n` to the count of the channel named `channel`, entering it as
+    /// `name()` if it has no count yet.
+    fn add_text(&mut self, channel: &str, n: u64, name: impl FnOnce() -> Name) {
         match self.position(channel) {
             Ok(i) => self.0[i].1 += n,
-            Err(i) => self.0.insert(i, (channel.clone(), n)),
+            Err(i) => self.0.insert(i, (name(), n)),
         }
     }
 
@@ -84,10 +90,7 @@ impl<'a> FromIterator<(&'a str, u64)> for ChannelCounts {
     fn from_iter<I: IntoIterator<Item = (&'a str, u64)>>(iter: I) -> Self {
         let mut counts = ChannelCounts::default();
         for (c, n) in iter {
-            match counts.position(c) {
-                Ok(i) => counts.0[i].1 += n,
-                Err(i) => counts.0.insert(i, (c.into(), n)),
-            }
+            counts.add_text(c, n, || c.into());
         }
         counts
     }
@@ -114,10 +117,7 @@ impl<'de> Deserialize<'de> for ChannelCounts {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut counts = ChannelCounts(Vec::with_capacity(map.size_hint().unwrap_or(0)));
                 while let Some((c, n)) = map.next_entry::<Name, u64>()? {
-                    match counts.position(&c) {
-                        Ok(i) => counts.0[i].1 += n,
-                        Err(i) => counts.0.insert(i, (c, n)),
-                    }
+                    counts.add(&c, n);
                 }
                 Ok(counts)
             }

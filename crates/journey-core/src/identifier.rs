@@ -65,7 +65,7 @@ impl Identifier {
         } else {
             &*self.kind == "email"
         };
-        let value_ok = !needs_trim(&self.value) && (!is_email || !has_uppercase(&self.value));
+        let value_ok = !needs_trim(&self.value) && (!is_email || !lowercase_changes(&self.value));
         if !value_ok {
             *self = Identifier::new(&self.kind, &self.value);
         }
@@ -73,9 +73,7 @@ impl Identifier {
 
     /// The written form `type:value`, which is also a customer key.
     pub fn key(&self) -> String {
-        let mut key = String::with_capacity(self.kind.len() + 1 + self.value.len());
-        self.write_key(&mut key);
-        key
+        key_of(&self.kind, &self.value)
     }
 
     /// [`Identifier::key`] written into `buf` (cleared first), reusing its
@@ -118,7 +116,7 @@ pub(crate) fn needs_trim(s: &str) -> bool {
 /// Whether `s` has a character that `to_lowercase` changes (upper case,
 /// and title case such as `ǅ`): one pass over the bytes, by character only
 /// from the first non-ASCII one.
-fn has_uppercase(s: &str) -> bool {
+fn lowercase_changes(s: &str) -> bool {
     for (i, b) in s.bytes().enumerate() {
         if b.is_ascii_uppercase() {
             return true;
@@ -131,6 +129,14 @@ fn has_uppercase(s: &str) -> bool {
         }
     }
     false
+}
+
+/// The customer key `kind:value`, in a string of its size.
+pub(crate) fn key_of(kind: &str, value: &str) -> String {
+    // Sized up front: `write_key`'s reserve is then only a check.
+    let mut key = String::with_capacity(kind.len() + 1 + value.len());
+    write_key(kind, value, &mut key);
+    key
 }
 
 /// Writes the customer key `kind:value` into `buf` (cleared first): the one
@@ -332,7 +338,7 @@ mod tests {
             "日本",
             "ǅ",
         ] {
-            assert_eq!(has_uppercase(s), s.to_lowercase() != s, "{s:?}");
+            assert_eq!(lowercase_changes(s), s.to_lowercase() != s, "{s:?}");
         }
     }
 }

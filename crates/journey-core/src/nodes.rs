@@ -266,11 +266,7 @@ impl Nodes {
 
     /// Node `n` as a customer key, `type:value`.
     pub(crate) fn key(&self, n: u32) -> String {
-        let (kind, value) = (self.kind(n), self.value(n));
-        // Sized up front: `write_key`'s reserve is then only a check.
-        let mut key = String::with_capacity(kind.len() + 1 + value.len());
-        crate::identifier::write_key(kind, value, &mut key);
-        key
+        crate::identifier::key_of(self.kind(n), self.value(n))
     }
 
     /// `Less` when node `a` has the higher priority (see
