@@ -10,6 +10,7 @@ use crate::identity::NodeLinks;
 use crate::journeys::Journeys;
 use crate::model::Change;
 use crate::names::Names;
+use crate::node_set::NodeSet;
 use crate::timers::TimerQueue;
 use crate::{
     CacheStats, Cause, DAY_MS, Event, EventError, Guards, Identifier, IdentityGraph, Journey,
@@ -162,7 +163,7 @@ pub struct Engine {
     changes: Vec<(usize, Change, bool)>,
     /// Customers (by key node) whose journey changed or was deleted since
     /// the last take of changes.
-    dirty: rustc_hash::FxHashSet<u32>,
+    dirty: NodeSet,
     /// Keys of changed customers forgotten since the last take of changes
     /// (see [`Engine::expire`]), by node.
     deleted_keys: rustc_hash::FxHashMap<u32, String>,
@@ -447,6 +448,7 @@ impl Engine {
         let mut keys: Vec<(String, u32)> = self
             .dirty
             .drain()
+            .into_iter()
             .map(|n| match deleted.remove(&n) {
                 Some(key) if !self.journeys.holds(n) => (key, n),
                 _ => (self.identity.node_key(n), n),
@@ -835,7 +837,7 @@ impl Engine {
         // The forgotten nodes have no key any more: the changed ones (this
         // one, others merged into it) keep theirs for the next take.
         for m in self.identity.member_nodes(node) {
-            if self.dirty.contains(&m) {
+            if self.dirty.contains(m) {
                 self.deleted_keys.insert(m, self.identity.node_key(m));
             }
         }
@@ -924,8 +926,8 @@ impl Engine {
         let mut keys: Vec<String> = self
             .dirty
             .iter()
-            .filter(|&&n| self.journeys.holds(n))
-            .map(|&n| self.identity.node_key(n))
+            .filter(|&n| self.journeys.holds(n))
+            .map(|n| self.identity.node_key(n))
             .collect();
         keys.sort_unstable();
         keys

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::node_set::NodeSet;
 use crate::nodes::Nodes;
 use crate::{Identifier, Priority};
 
@@ -160,10 +161,10 @@ pub struct IdentityGraph {
     forgotten: Vec<Identifier>,
     /// Nodes added since the last `take_dirty` (never written as a
     /// customer key, so a key they lose needs no deletion).
-    fresh: rustc_hash::FxHashSet<u32>,
+    fresh: NodeSet,
     /// Nodes that stopped being their customer's key since the last
     /// `take_dirty`.
-    deposed: rustc_hash::FxHashSet<u32>,
+    deposed: NodeSet,
     /// Keys of customers forgotten since the last `take_dirty`.
     forgotten_keys: Vec<String>,
     /// Slots of forgotten nodes, reusable once nothing refers to them
@@ -256,17 +257,17 @@ impl IdentityGraph {
         let mut roots: Vec<u32> = nodes.iter().map(|&n| self.find_readonly(n)).collect();
         roots.sort_unstable();
         roots.dedup();
-        let fresh = std::mem::take(&mut self.fresh);
         let mut customers: Vec<(String, Option<Vec<Identifier>>)> =
             std::mem::take(&mut self.forgotten_keys)
                 .into_iter()
                 .map(|key| (key, None))
                 .collect();
-        for n in std::mem::take(&mut self.deposed) {
-            if self.nodes.is_live(n) && !fresh.contains(&n) && self.key_readonly(n) != n {
+        for n in self.deposed.drain() {
+            if self.nodes.is_live(n) && !self.fresh.contains(n) && self.key_readonly(n) != n {
                 customers.push((self.nodes.key(n), None));
             }
         }
+        self.fresh.clear();
         for r in roots {
             let key = self.links[r as usize].key;
             customers.push((self.nodes.key(key), Some(self.members_of_node(r))));
@@ -369,7 +370,7 @@ impl IdentityGraph {
             .push(self.nodes.key(self.links[root as usize].key));
         for &m in &members {
             // A key it lost since the last take goes with it.
-            if self.deposed.remove(&m) && !self.fresh.contains(&m) {
+            if self.deposed.remove(m) && !self.fresh.contains(m) {
                 self.forgotten_keys.push(self.nodes.key(m));
             }
         }
@@ -496,7 +497,7 @@ impl IdentityGraph {
         });
         let (n, _) = self.intern(&id);
         self.dirty.retain(|&d| d != n);
-        self.fresh.remove(&n);
+        self.fresh.remove(n);
         n
     }
 
@@ -677,7 +678,7 @@ impl IdentityGraph {
         }
         self.customers -= 1;
         self.dirty.retain(|&d| d != n);
-        self.fresh.remove(&n);
+        self.fresh.remove(n);
     }
 
     /// Joins the sets of roots `a` and `b`, reporting the members whose key

@@ -283,7 +283,7 @@ impl Journeys {
     pub(crate) fn persisted(
         &mut self,
         budget: usize,
-        dirty: &HashSet<u32>,
+        dirty: &crate::node_set::NodeSet,
         overdue: crate::Millis,
     ) -> Vec<(u32, Option<crate::Millis>)> {
         if self.backing.is_none() {
@@ -298,7 +298,7 @@ impl Journeys {
             .held
             .iter()
             .filter(|(n, h)| {
-                !dirty.contains(*n) && h.journey.next_due.is_none_or(|due| due > overdue)
+                !dirty.contains(**n) && h.journey.next_due.is_none_or(|due| due > overdue)
             })
             .map(|(&n, h)| (h.used, n))
             .collect();

@@ -18,6 +18,7 @@ mod journey;
 mod journeys;
 mod model;
 mod names;
+mod node_set;
 mod nodes;
 mod timers;
 mod transition;
