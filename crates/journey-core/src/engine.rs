@@ -1253,7 +1253,7 @@ impl Engine {
 
 fn trigger_of(tp: &crate::Touchpoint) -> TriggerRef {
     TriggerRef {
-        event_id: tp.event_id.clone(),
+        event_id: String::from(&*tp.event_id),
         channel: tp.channel.clone(),
         event_type: tp.event_type.clone(),
     }

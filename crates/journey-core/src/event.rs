@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::names::Names;
@@ -76,21 +77,25 @@ impl Event {
     /// The touchpoint, with the channel and type made names by `name`.
     fn touchpoint_with(&mut self, mut name: impl FnMut(&mut String) -> Name) -> Touchpoint {
         Touchpoint {
-            event_id: std::mem::take(&mut self.event_id),
+            event_id: std::mem::take(&mut self.event_id).into_boxed_str(),
             time: self.time,
             channel: name(&mut self.channel),
             event_type: name(&mut self.event_type),
             offline: self.offline,
-            properties: std::mem::take(&mut self.properties),
+            properties: match self.properties.is_empty() {
+                true => Properties::default(),
+                false => std::mem::take(&mut self.properties).into(),
+            },
         }
     }
 }
 
-/// A touchpoint recorded in a journey.
+/// A touchpoint recorded in a journey. Journeys hold many: it is kept to
+/// 72 bytes (an id that does not grow, properties a word when there are none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Touchpoint {
     /// Id of the event this touchpoint came from.
-    pub event_id: String,
+    pub event_id: Box<str>,
     /// Event time.
     pub time: Millis,
     /// Channel.
@@ -100,12 +105,129 @@ pub struct Touchpoint {
     /// Offline touchpoint.
     pub offline: bool,
     /// Properties.
-    pub properties: BTreeMap<String, String>,
+    pub properties: Properties,
 }
 
 impl Touchpoint {
     /// Order of touchpoints in a journey: event time, ties by event id.
     pub fn order_key(&self) -> (Millis, &str) {
-        (self.time, self.event_id.as_str())
+        (self.time, &self.event_id)
+    }
+}
+
+/// A touchpoint's properties, by name. Most touchpoints have none, which
+/// takes one word and no allocation. Serialised as the map it holds (an
+/// empty map for none), so stored journeys read the same as a
+/// `BTreeMap<String, String>`.
+#[derive(Clone, Default, PartialEq, Eq)]
+// Boxed on purpose: a word per touchpoint instead of the map's three.
+#[allow(clippy::box_collection)]
+pub struct Properties(Option<Box<BTreeMap<String, String>>>);
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Properties {
+    /// The value of property `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.as_ref()?.get(name).map(String::as_str)
+    }
+
+    /// Sets property `name` to `value`; returns the value it replaced.
+    pub fn insert(&mut self, name: String, value: String) -> Option<String> {
+        self.0.get_or_insert_default().insert(name, value)
+    }
+
+    /// Whether there are no properties.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_empty())
+    }
+
+    /// Number of properties.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// The properties in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+}
+
+impl From<BTreeMap<String, String>> for Properties {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Properties((!map.is_empty()).then(|| Box::new(map)))
+    }
+}
+
+impl FromIterator<(String, String)> for Properties {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        BTreeMap::from_iter(iter).into()
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Properties {
+    fn from(pairs: [(String, String); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl Serialize for Properties {
+    // The map's own encoding: a length (postcard needs it first), then the pairs.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(map) => map.serialize(serializer),
+            None => serializer.serialize_map(Some(0))?.end(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Properties {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(deserializer).map(Properties::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::Properties;
+
+    #[test]
+    fn properties_serialise_as_the_map_they_hold() {
+        for pairs in [vec![], vec![("rating", "5"), ("tier", "gold")]] {
+            let map: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|&(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let props = Properties::from(map.clone());
+            assert_eq!(props.len(), map.len());
+            assert_eq!(
+                postcard::to_allocvec(&props).unwrap(),
+                postcard::to_allocvec(&map).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_string(&props).unwrap(),
+                serde_json::to_string(&map).unwrap()
+            );
+            let back: Properties =
+                postcard::from_bytes(&postcard::to_allocvec(&map).unwrap()).unwrap();
+            assert_eq!(back, props);
+        }
+    }
+
+    #[test]
+    fn no_properties_is_one_word_and_empty() {
+        assert_eq!(std::mem::size_of::<Properties>(), 8);
+        assert_eq!(std::mem::size_of::<super::Touchpoint>(), 72);
+        let mut p = Properties::from(BTreeMap::new());
+        assert!(p.is_empty() && p.get("rating").is_none() && p.iter().next().is_none());
+        assert_eq!(p.insert("rating".into(), "4".into()), None);
+        assert_eq!(p.get("rating"), Some("4"));
+        assert!(!p.is_empty());
     }
 }

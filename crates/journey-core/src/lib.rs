@@ -28,7 +28,7 @@ pub use engine::{
     ChangeRef, Engine, EngineConfig, EngineMeta, EngineStats, Output, StateChanges, Submitted,
 };
 pub use error::{Error, EventError, ModelError, Result};
-pub use event::{Event, Touchpoint};
+pub use event::{Event, Properties, Touchpoint};
 pub use identifier::{Identifier, Priority};
 pub use identity::{Guards, IdentityChanges, IdentityGraph, LinkOutcome, RejectReason, Rejection};
 pub use journey::{Emitted, Journey, ModelState};

@@ -120,8 +120,8 @@ impl Predicate {
                 Op::Ne => got != want,
             },
             _ => match self.op {
-                Op::Eq => actual == &self.value,
-                Op::Ne => actual != &self.value,
+                Op::Eq => actual == self.value,
+                Op::Ne => actual != self.value,
                 _ => false,
             },
         }

@@ -139,11 +139,7 @@ pub fn journey_lines(engine: &Engine) -> Result<Vec<(String, String)>> {
             .map(|id| engine.identity().members_of(&id))
             .unwrap_or_default();
         let stages: Vec<_> = journey.stages(engine.models());
-        let mut touch: Vec<&str> = journey
-            .touchpoints
-            .iter()
-            .map(|t| t.event_id.as_str())
-            .collect();
+        let mut touch: Vec<&str> = journey.touchpoints.iter().map(|t| &*t.event_id).collect();
         touch.sort();
         let line = serde_json::to_string(
             &serde_json::json!({"key": k, "identifiers": ids, "stages": stages, "touchpoints": touch}),

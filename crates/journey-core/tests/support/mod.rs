@@ -100,7 +100,11 @@ pub fn final_view(engine: &Engine) -> BTreeMap<String, (Vec<Option<String>>, Vec
                 .into_iter()
                 .map(|(_, s)| s.map(str::to_string))
                 .collect();
-            let mut ids: Vec<String> = j.touchpoints.iter().map(|t| t.event_id.clone()).collect();
+            let mut ids: Vec<String> = j
+                .touchpoints
+                .iter()
+                .map(|t| t.event_id.to_string())
+                .collect();
             ids.sort();
             (k, (stages, ids))
         })
