@@ -82,9 +82,11 @@ impl Event {
             channel: name(&mut self.channel),
             event_type: name(&mut self.event_type),
             offline: self.offline,
-            properties: match self.properties.is_empty() {
-                true => Properties::default(),
-                false => std::mem::take(&mut self.properties).into(),
+            // An empty map is left in place (nothing to take, nor to drop).
+            properties: if self.properties.is_empty() {
+                Properties::default()
+            } else {
+                std::mem::take(&mut self.properties).into()
             },
         }
     }

@@ -78,22 +78,28 @@ impl NodeSet {
     /// [`NodeSet::iter`].
     pub(crate) fn drain(&mut self) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.len);
-        for n in std::mem::take(&mut self.listed) {
-            let (word, bit) = Self::at(n);
-            let w = &mut self.words[word];
-            if w[MEMBER] & bit != 0 {
-                out.push(n);
-            }
-            w[MEMBER] &= !bit;
-            w[LISTED] &= !bit;
-        }
-        self.len = 0;
+        self.empty(|n| out.push(n));
         out
     }
 
     /// Removes every member.
     pub(crate) fn clear(&mut self) {
-        self.drain();
+        self.empty(|_| {});
+    }
+
+    /// Empties the set, telling `member` each member once; the list keeps
+    /// its capacity for the next changes.
+    fn empty(&mut self, mut member: impl FnMut(u32)) {
+        for n in self.listed.drain(..) {
+            let (word, bit) = Self::at(n);
+            let w = &mut self.words[word];
+            if w[MEMBER] & bit != 0 {
+                member(n);
+            }
+            w[MEMBER] &= !bit;
+            w[LISTED] &= !bit;
+        }
+        self.len = 0;
     }
 }
 
