@@ -385,10 +385,12 @@ impl Engine {
     }
 
     /// Reads the stored customers of `ids` not held (a paging engine).
-    fn page_in(&mut self, ids: &[Identifier]) {
+    /// Returns whether it read any.
+    fn page_in(&mut self, ids: &[Identifier]) -> bool {
         if self.identity_budget.is_none() {
-            return;
+            return false;
         }
+        let mut read = false;
         for id in ids {
             if self.identity.node(id).is_some() || self.gone_ids.contains(id) {
                 continue;
@@ -399,8 +401,10 @@ impl Engine {
                     .filter(|m| !self.gone_ids.contains(m))
                     .collect();
                 self.identity.adopt(&members);
+                read = true;
             }
         }
+        read
     }
 
     /// [`Engine::page_in`] the customer of a key (`type:value`).
@@ -994,8 +998,12 @@ impl Engine {
         let node = match self.identity.settled_node(&event.identifiers) {
             Some(node) => node,
             None => {
-                self.page_in(&event.identifiers);
-                match self.identity.settled_node(&event.identifiers) {
+                // Only customers just read back can have settled the event.
+                let read = self.page_in(&event.identifiers);
+                match read
+                    .then(|| self.identity.settled_node(&event.identifiers))
+                    .flatten()
+                {
                     Some(node) => node,
                     None => self.link(event, out),
                 }

@@ -85,9 +85,15 @@ impl Journey {
 
     /// Whether a touchpoint with this time and event id is in the journey.
     pub fn contains(&self, time: Millis, event_id: &str) -> bool {
+        let key = (time, event_id);
+        // Most touchpoints come after the latest: no search.
         self.touchpoints
-            .binary_search_by(|t| t.order_key().cmp(&(time, event_id)))
-            .is_ok()
+            .last()
+            .is_some_and(|l| l.order_key() >= key)
+            && self
+                .touchpoints
+                .binary_search_by(|t| t.order_key().cmp(&key))
+                .is_ok()
     }
 
     /// Whether the touchpoint sorts after everything the journey has seen,
@@ -192,7 +198,11 @@ impl Journey {
     /// does not change.
     pub(crate) fn trim(&mut self, models: &[StageModel], max_count: usize, min_time: Millis) {
         let excess = self.touchpoints.len().saturating_sub(max_count);
-        let old = self.touchpoints.partition_point(|t| t.time < min_time);
+        let old = if self.touchpoints.first().is_none_or(|t| t.time >= min_time) {
+            0
+        } else {
+            self.touchpoints.partition_point(|t| t.time < min_time)
+        };
         let n = excess
             .max(old)
             .min(self.touchpoints.len().saturating_sub(1));
