@@ -189,13 +189,6 @@ impl Dispatch {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct Timer {
-    after: Millis,
-    from: Vec<StageId>,
-    to: StageId,
-}
-
 /// A stage model: ordered stages, rules applied to each touchpoint in event-time
 /// order (the first rule that matches and allows the current stage wins), and
 /// inactivity timers measured from the last touchpoint.
@@ -209,7 +202,9 @@ pub struct StageModel {
     rules: Vec<Rule>,
     count_types: Vec<HashSet<String>>,
     dispatch: Dispatch,
-    timers: Vec<Timer>,
+    /// The inactivity timers by the stage they start from: `(after, to)`.
+    /// Most stages have none, found without looking at any timer.
+    timers_from: Vec<Vec<(Millis, StageId)>>,
 }
 
 /// The evaluation state of one model for one journey.
@@ -384,7 +379,7 @@ impl StageModel {
                 to: stage(&r.to, &loc)?,
             });
         }
-        let mut timers = Vec::new();
+        let mut timers_from = vec![Vec::new(); file.stages.len()];
         for t in &file.timers {
             let loc = format!("timer {:?}", t.name);
             let after = t.after.as_millis() as Millis;
@@ -403,7 +398,9 @@ impl StageModel {
                     "`from` must name at least one stage and not the target stage".into(),
                 ));
             }
-            timers.push(Timer { after, from, to });
+            for f in from {
+                timers_from[f as usize].push((after, to));
+            }
         }
         let dispatch = Dispatch::build(&rule_types, &count_types);
         Ok(StageModel {
@@ -417,7 +414,7 @@ impl StageModel {
             rules,
             count_types,
             dispatch,
-            timers,
+            timers_from,
         })
     }
 
@@ -510,10 +507,10 @@ impl StageModel {
         last_touch: Millis,
     ) -> Option<(Millis, StageId)> {
         let stage = state.stage?;
-        self.timers
+        self.timers_from
+            .get(stage as usize)?
             .iter()
-            .filter(|t| t.from.contains(&stage))
-            .map(|t| (last_touch.saturating_add(t.after), t.to))
+            .map(|&(after, to)| (last_touch.saturating_add(after), to))
             .filter(|(due, _)| *due > state.last_timer)
             .min()
     }
