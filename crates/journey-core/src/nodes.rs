@@ -74,11 +74,15 @@ impl Nodes {
     /// The node of an identifier, if known. Its type is looked up by the
     /// shared name's pointer first (see [`Identifier::type_name`]).
     pub(crate) fn find(&self, id: &Identifier) -> Option<u32> {
-        let kind = match self.kinds.iter().position(|k| Name::ptr_eq(k, &id.kind)) {
-            Some(k) => k as u32,
-            None => self.kind_id(&id.kind)?,
-        };
-        self.find_in(kind, &id.value)
+        self.find_in(self.kind_number(&id.kind)?, &id.value)
+    }
+
+    /// [`Nodes::kind_id`] of a shared name: by its pointer first.
+    fn kind_number(&self, kind: &Name) -> Option<u32> {
+        match self.kinds.iter().position(|k| Name::ptr_eq(k, kind)) {
+            Some(k) => Some(k as u32),
+            None => self.kind_id(kind),
+        }
     }
 
     /// The node of the identifier `kind:value`, if known.
@@ -106,7 +110,7 @@ impl Nodes {
     /// Panics if the values held would pass 4 GiB.
     pub(crate) fn push(&mut self, id: &Identifier, priority: &Priority) -> u32 {
         debug_assert!(self.find(id).is_none(), "{id} is already known");
-        let kind = match self.kind_id(&id.kind) {
+        let kind = match self.kind_number(&id.kind) {
             Some(k) => k,
             None => {
                 self.kinds.push(id.kind.clone());
