@@ -7,8 +7,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::NodeLinks;
+use crate::journey::Emitted;
 use crate::journeys::Journeys;
-use crate::model::Change;
+use crate::model::{Change, ModelState};
 use crate::names::Names;
 use crate::node_set::NodeSet;
 use crate::timers::TimerQueue;
@@ -976,7 +977,7 @@ impl Engine {
         let last = journey.touchpoints.last().map(|t| (t.time, trigger_of(t)));
         if let (true, Some((_, trigger))) = (combined, &last) {
             // A journey already held under the same key: the union is replayed.
-            self.recompute(from_node, &mut journey, Cause::Merge, trigger, out);
+            self.recompute(from_node, &mut journey, Cause::Merge, trigger.clone(), out);
         }
         journey.next_due = None;
         self.schedule(from_node, &mut journey);
@@ -1102,16 +1103,16 @@ impl Engine {
                 }
             }
             journey.apply_in_order(&self.models, tp, timers_due, &mut changes);
-            if !changes.is_empty() {
-                let trig = trigger_of(journey.touchpoints.last().expect("just applied"));
-                for (model, change, timer) in changes.drain(..) {
-                    let (cause, trig) = if timer {
-                        (Cause::Timer, None)
-                    } else {
-                        (Cause::Touchpoint, Some(&trig))
-                    };
-                    self.emit(node, journey, model, change, cause, trig, out);
-                }
+            for (model, change, timer) in changes.drain(..) {
+                // Each transition gets its own trigger (most touchpoints
+                // have one transition, if any: nothing is built twice).
+                let (cause, trig) = if timer {
+                    (Cause::Timer, None)
+                } else {
+                    let tp = journey.touchpoints.last().expect("just applied");
+                    (Cause::Touchpoint, Some(trigger_of(tp)))
+                };
+                self.emit(node, journey, model, change, cause, trig, out);
             }
             self.changes = changes;
         } else {
@@ -1121,7 +1122,7 @@ impl Engine {
                 .partition_point(|t| t.order_key() < tp.order_key());
             journey.touchpoints.insert(at, tp);
             let trig = trigger_of(&journey.touchpoints[at]);
-            self.recompute(node, journey, Cause::LateEvent, &trig, out);
+            self.recompute(node, journey, Cause::LateEvent, trig, out);
         }
         let min_time = self
             .watermark
@@ -1137,13 +1138,24 @@ impl Engine {
         node: u32,
         journey: &mut Journey,
         cause: Cause,
-        trigger: &TriggerRef,
+        trigger: TriggerRef,
         out: &mut Vec<Output>,
     ) {
         let replayed = journey.replay(&self.models, self.watermark);
+        // The stage a model moves to, if it differs from the last emitted.
+        let moved = |state: &ModelState, emitted: &Emitted| {
+            state.stage.filter(|&s| Some(s) != emitted.stage)
+        };
+        // The last transition takes the trigger, the others a copy.
+        let mut left = replayed
+            .iter()
+            .zip(&journey.emitted)
+            .filter(|(state, emitted)| moved(state, emitted).is_some())
+            .count();
+        let mut trigger = Some(trigger);
         for (i, state) in replayed.into_iter().enumerate() {
             let emitted = &journey.emitted[i];
-            if let Some(to) = state.stage.filter(|&s| Some(s) != emitted.stage) {
+            if let Some(to) = moved(&state, emitted) {
                 let change = Change {
                     from: emitted.stage,
                     to,
@@ -1151,7 +1163,13 @@ impl Engine {
                     previous_entered: emitted.at,
                 };
                 journey.models[i] = state;
-                self.emit(node, journey, i, change, cause, Some(trigger), out);
+                left -= 1;
+                let trig = if left == 0 {
+                    trigger.take()
+                } else {
+                    trigger.clone()
+                };
+                self.emit(node, journey, i, change, cause, trig, out);
             } else {
                 journey.models[i] = state;
             }
@@ -1182,19 +1200,24 @@ impl Engine {
         for (a, absorbed_key, j) in &mut parts {
             self.journey_deleted(*a, absorbed_key, j);
         }
-        let key_str = self.identity.node_key(key);
+        let parts_len = parts.len();
+        let mut key_str = self.identity.node_key(key);
         let mut identifiers = self.identity.members_of_node(key);
-        for (i, (_, absorbed_key, j)) in parts.iter().enumerate() {
+        for (i, (_, absorbed_key, j)) in parts.iter_mut().enumerate() {
             self.stats.merges += 1;
-            // The last merge output takes the list, the others a copy.
-            let identifiers = if i + 1 == parts.len() {
-                std::mem::take(&mut identifiers)
+            // The last merge output takes the key and the list, the others
+            // a copy; each takes its absorbed key (not needed after).
+            let (surviving_key, identifiers) = if i + 1 == parts_len {
+                (
+                    std::mem::take(&mut key_str),
+                    std::mem::take(&mut identifiers),
+                )
             } else {
-                identifiers.clone()
+                (key_str.clone(), identifiers.clone())
             };
             out.push(Output::Merge(ProfileMerge {
-                surviving_key: key_str.clone(),
-                absorbed_key: absorbed_key.clone(),
+                surviving_key,
+                absorbed_key: std::mem::take(absorbed_key),
                 identifiers,
                 time,
                 trigger_event_id: event_id.to_string(),
@@ -1214,7 +1237,7 @@ impl Engine {
         }
         if !moved_only {
             let trigger = trigger(&mut self.journeys.names);
-            self.recompute(key, &mut survivor, Cause::Merge, &trigger, out);
+            self.recompute(key, &mut survivor, Cause::Merge, trigger, out);
         }
         survivor.next_due = None;
         self.schedule(key, &mut survivor);
@@ -1230,7 +1253,7 @@ impl Engine {
         model: usize,
         change: Change,
         cause: Cause,
-        trigger: Option<&TriggerRef>,
+        trigger: Option<TriggerRef>,
         out: &mut Vec<Output>,
     ) {
         let m = &self.models[model];
@@ -1248,7 +1271,7 @@ impl Engine {
             to: m.shared_stage(change.to).clone(),
             cause,
             time: change.at,
-            trigger: trigger.cloned(),
+            trigger,
             previous_stage_ms: change
                 .from
                 .map(|_| change.at.saturating_sub(change.previous_entered).max(0)),
