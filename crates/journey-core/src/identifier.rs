@@ -161,8 +161,31 @@ impl fmt::Display for Identifier {
 /// Types not listed rank below every listed type, ordered among themselves by
 /// type name, so the key stays a deterministic function of the set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PriorityOrder", into = "PriorityOrder")]
 pub struct Priority {
     order: Vec<String>,
+    /// The rank of each shared default type ([`shared_types`]) in this
+    /// order: an identifier of one is ranked by its type's pointer, without
+    /// comparing type names.
+    shared_ranks: [usize; DEFAULT_TYPES.len()],
+}
+
+/// How a [`Priority`] is written: its order only.
+#[derive(Serialize, Deserialize)]
+struct PriorityOrder {
+    order: Vec<String>,
+}
+
+impl From<PriorityOrder> for Priority {
+    fn from(p: PriorityOrder) -> Self {
+        Priority::with_order(p.order)
+    }
+}
+
+impl From<Priority> for PriorityOrder {
+    fn from(p: Priority) -> Self {
+        PriorityOrder { order: p.order }
+    }
 }
 
 /// The default priority of identifier types, highest first.
@@ -195,12 +218,22 @@ impl Default for Priority {
 impl Priority {
     /// Highest priority first.
     pub fn new(order: Vec<String>) -> Self {
-        Priority {
-            order: order
+        Priority::with_order(
+            order
                 .into_iter()
                 .map(|s| s.trim().to_ascii_lowercase())
                 .collect(),
-        }
+        )
+    }
+
+    /// The priority of `order` as given.
+    fn with_order(order: Vec<String>) -> Self {
+        let mut p = Priority {
+            order,
+            shared_ranks: [0; DEFAULT_TYPES.len()],
+        };
+        p.shared_ranks = DEFAULT_TYPES.map(|kind| p.rank(kind));
+        p
     }
 
     /// The configured types, highest priority first.
@@ -217,9 +250,28 @@ impl Priority {
             .unwrap_or(self.order.len())
     }
 
+    /// [`Priority::rank`] of a type name as identifiers hold it.
+    fn rank_of(&self, kind: &Name) -> usize {
+        match shared_types().iter().position(|k| Name::ptr_eq(k, kind)) {
+            Some(i) => self.shared_ranks[i],
+            None => self.rank(kind),
+        }
+    }
+
     /// `Less` means `a` has the higher priority (it would be the key).
+    /// The same order as [`Priority::compare_parts`].
     pub fn compare(&self, a: &Identifier, b: &Identifier) -> Ordering {
-        self.compare_parts((&a.kind, &a.value), (&b.kind, &b.value))
+        let kinds = || {
+            if Name::ptr_eq(&a.kind, &b.kind) {
+                Ordering::Equal
+            } else {
+                a.kind.cmp(&b.kind)
+            }
+        };
+        self.rank_of(&a.kind)
+            .cmp(&self.rank_of(&b.kind))
+            .then_with(kinds)
+            .then_with(|| a.value.cmp(&b.value))
     }
 
     /// [`Priority::compare`] on `(type, value)` pairs.
@@ -299,6 +351,41 @@ mod tests {
         assert_eq!(p.compare(&unknown_a, &unknown_z), Ordering::Less);
         let c2 = Identifier::new("customer_id", "A");
         assert_eq!(p.compare(&c2, &c), Ordering::Less, "ties by smallest value");
+    }
+
+    #[test]
+    fn comparing_identifiers_agrees_with_comparing_their_parts() {
+        // A configured order that moves, leaves out and adds types; type
+        // names shared (built by `new`) and not (built from a fresh name).
+        let orders = [
+            Priority::default(),
+            Priority::new(vec!["device_id".into(), "x_id".into(), "email".into()]),
+            Priority::new(Vec::new()),
+        ];
+        let mut ids: Vec<Identifier> = DEFAULT_TYPES
+            .iter()
+            .chain(&["x_id", "a_id"])
+            .flat_map(|k| [Identifier::new(k, "1"), Identifier::new(k, "2")])
+            .collect();
+        let unshared: Vec<Identifier> = ids
+            .iter()
+            .map(|i| Identifier {
+                kind: Name::from(&*i.kind),
+                value: i.value.clone(),
+            })
+            .collect();
+        ids.extend(unshared);
+        for p in &orders {
+            for a in &ids {
+                for b in &ids {
+                    let parts = p.compare_parts((&a.kind, &a.value), (&b.kind, &b.value));
+                    assert_eq!(p.compare(a, b), parts, "{a} vs {b} in {p:?}");
+                }
+            }
+            let written = serde_json::to_string(p).unwrap();
+            assert!(written.starts_with(r#"{"order":"#), "{written}");
+            assert_eq!(&serde_json::from_str::<Priority>(&written).unwrap(), p);
+        }
     }
 
     #[test]
