@@ -338,7 +338,9 @@ def main():
         log("engine + store alone (no broker), with raw RocksDB puts of the same writes,"
             " every journey in memory, then at most 32 MiB of them")
         store = "".join(
-            subprocess.run(["cargo", "bench", "-q", "--profile", "dev", "-p", "journey-store", "--bench", "apply", "--",
+            # --workspace, not -p journey-store: the same features as the test build,
+            # so it reuses that build of RocksDB instead of compiling another.
+            subprocess.run(["cargo", "bench", "-q", "--profile", "dev", "--workspace", "--bench", "apply", "--",
                             *store_args, cache], cwd=ROOT, check=True, capture_output=True, text=True).stdout + "\n"
             for cache in ("0", str(32 << 20)))
     finally:
