@@ -1009,11 +1009,12 @@ impl Engine {
             Some(node) => node,
             None => {
                 // Only customers just read back can have settled the event.
-                let read = self.page_in(&event.identifiers);
-                match read
-                    .then(|| self.identity.settled_node(&event.identifiers))
-                    .flatten()
-                {
+                let settled = if self.page_in(&event.identifiers) {
+                    self.identity.settled_node(&event.identifiers)
+                } else {
+                    None
+                };
+                match settled {
                     Some(node) => node,
                     None => self.link(event, out),
                 }

@@ -188,6 +188,12 @@ impl From<Priority> for PriorityOrder {
     }
 }
 
+/// The rank of a type in `order`: its place, or after every type of the
+/// order for one not in it.
+fn rank_in(order: &[String], kind: &str) -> usize {
+    order.iter().position(|k| k == kind).unwrap_or(order.len())
+}
+
 /// The default priority of identifier types, highest first.
 const DEFAULT_TYPES: [&str; 6] = [
     "customer_id",
@@ -228,12 +234,11 @@ impl Priority {
 
     /// The priority of `order` as given.
     fn with_order(order: Vec<String>) -> Self {
-        let mut p = Priority {
+        let shared_ranks = DEFAULT_TYPES.map(|kind| rank_in(&order, kind));
+        Priority {
             order,
-            shared_ranks: [0; DEFAULT_TYPES.len()],
-        };
-        p.shared_ranks = DEFAULT_TYPES.map(|kind| p.rank(kind));
-        p
+            shared_ranks,
+        }
     }
 
     /// The configured types, highest priority first.
@@ -244,10 +249,7 @@ impl Priority {
     /// The rank of a type: its place in the order, or after every
     /// configured type for one not configured.
     pub(crate) fn rank(&self, kind: &str) -> usize {
-        self.order
-            .iter()
-            .position(|k| k == kind)
-            .unwrap_or(self.order.len())
+        rank_in(&self.order, kind)
     }
 
     /// [`Priority::rank`] of a type name as identifiers hold it.
